@@ -1,0 +1,343 @@
+"""The whole experiment: original → aligned A → degraded D → task targets T → restored T′, each measured.
+
+Every step writes its own folder and a marker file last (record.json for training, result.json for
+measurements), so the folder is the step's checkpoint: a rerun skips finished steps and resumes a
+half-trained one from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from seawall.errors import SeawallError
+from seawall.evaluate.harness import Decoding, Evaluator, write_rows
+from seawall.evaluate.metrics import recovery
+from seawall.evaluate.suites import _default_load
+from seawall.io import atomic_write_json
+from seawall.lab import data as lab_data
+from seawall.lab import recipes
+from seawall.lab.config import (
+    DEFAULT_MODEL,
+    AlignData,
+    AlignRecipe,
+    CustomizeData,
+    CustomizeRecipe,
+    DegradeData,
+    DegradeRecipe,
+    TrainConfig,
+)
+
+
+class Stage(BaseModel):
+    """Training settings of one stage."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    train: TrainConfig = TrainConfig()
+
+
+class AlignStage(Stage):
+    data: AlignData = AlignData()
+    train: TrainConfig = AlignRecipe().train
+
+
+class DegradeStage(Stage):
+    data: DegradeData = DegradeData()
+    train: TrainConfig = DegradeRecipe().train
+
+
+class CustomizeStage(Stage):
+    tasks: tuple[str, ...] = ("sst2", "ag_news", "boolq")
+    harmful_shares: tuple[float, ...] = (0.0, 0.05)
+    n_train: int = Field(400, ge=1)
+
+
+class MethodSpec(BaseModel):
+    """A restoration method by registered name (`none` = the undefended target) and its parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    params: dict[str, Any] = {}
+
+
+class EvalSettings(BaseModel):
+    """What each model is measured on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_harmful_per_suite: int | None = 30
+    n_benign_per_suite: int | None = 30
+    n_task: int | None = 100
+    decoding: Decoding = Decoding()
+    detector: str | None = Field(
+        None, description="saved SecureBreak detector folder (judge); None = refusal only"
+    )
+    n_boot: int = 2000
+
+
+class ExperimentConfig(BaseModel):
+    """`seawall eval run CONFIG`: the whole experiment in one YAML file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "experiment"
+    model: str = DEFAULT_MODEL
+    output: str = "runs/experiment"
+    seed: int = 0
+    data_dir: str | None = None
+    threads: int = 2
+    align: AlignStage = AlignStage()
+    degrade: DegradeStage = DegradeStage()
+    customize: CustomizeStage = CustomizeStage()
+    methods: tuple[MethodSpec, ...] = (MethodSpec(name="none"),)
+    eval: EvalSettings = EvalSettings()
+
+
+@contextmanager
+def measure() -> Iterator[dict[str, float]]:
+    """Wall time and peak resident memory (sampled from /proc every 0.1 s) of the enclosed block."""
+    stats: dict[str, float] = {}
+    stop = threading.Event()
+    peak = [0]
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                for line in Path("/proc/self/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        peak[0] = max(peak[0], int(line.split()[1]))
+            except OSError:
+                return
+            stop.wait(0.1)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    start = time.time()
+    thread.start()
+    try:
+        yield stats
+    finally:
+        stop.set()
+        thread.join()
+        stats["wall_s"] = round(time.time() - start, 2)
+        stats["peak_rss_mib"] = round(peak[0] / 1024, 1)
+
+
+def target_label(task: str, share: float) -> str:
+    """Folder name of a target: the task and its harmful share in percent."""
+    return f"{task}-h{round(share * 100)}"
+
+
+class Experiment:
+    """Runs the configured experiment step by step under `config.output`."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        load: Callable = _default_load,
+        split: Callable = lab_data._default_split,
+        is_refusal: Callable[[str], bool] | None = None,
+        generator_factory: Callable | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        from seawall.generation.cache import GenerationCache
+
+        self.config = config
+        self.root = Path(config.output)
+        self.load, self.split, self.log = load, split, log
+        if is_refusal is None:
+            from seawall.evaluate.judges import default_is_refusal
+
+            is_refusal = default_is_refusal()
+        self.is_refusal = is_refusal
+        self.generator_factory = generator_factory
+        self.cache = GenerationCache(self.root / "generations.sqlite")
+        self.tasks = tuple(config.customize.tasks)
+
+    # --- training steps -------------------------------------------------------------------------------
+    def aligned(self) -> Path:
+        out = self.root / "aligned"
+        recipe = AlignRecipe(
+            model=self.config.model,
+            data_dir=self.config.data_dir,
+            data=self.config.align.data,
+            train=self.config.align.train,
+        )
+        recipes.align(recipe, out, load=self.load, tasks=self.tasks, is_refusal=self.is_refusal)
+        return out / "model"
+
+    def degraded(self) -> Path:
+        out = self.root / "degraded"
+        recipe = DegradeRecipe(
+            model=str(self.aligned()),
+            data_dir=self.config.data_dir,
+            data=self.config.degrade.data,
+            train=self.config.degrade.train,
+        )
+        recipes.degrade(recipe, out, load=self.load, split=self.split, tasks=self.tasks)
+        return out / "model"
+
+    def target(self, task: str, share: float) -> Path:
+        out = self.root / "targets" / target_label(task, share)
+        recipe = CustomizeRecipe(
+            model=str(self.aligned()),
+            data_dir=self.config.data_dir,
+            data=CustomizeData(
+                task=task,
+                n_train=self.config.customize.n_train,
+                harmful_share=share,
+                degrade=self.config.degrade.data,
+            ),
+            train=self.config.customize.train,
+        )
+        recipes.customize(recipe, out, load=self.load, split=self.split)
+        return out
+
+    def restored(self, method: MethodSpec, task: str, share: float) -> tuple[Path, dict]:
+        """T′ = method applied to the target; its folder holds model/ and record.json (time, memory)."""
+        target = self.target(task, share)
+        if method.name == "none":
+            return target / "model", {}
+        out = self.root / "restored" / target_label(task, share) / method.name
+        if (out / "record.json").exists():
+            return out / "model", json.loads((out / "record.json").read_text())
+        from seawall.evaluate.methods import apply_method
+
+        with measure() as stats:
+            info = apply_method(
+                method.name,
+                method.params,
+                base=recipes.resolve_model_dir(self.config.model),
+                aligned=self.aligned(),
+                degraded=self.degraded(),
+                target=target,
+                output=out / "model",
+                workdir=self.root / "methods" / method.name,
+                context=self,
+            )
+        record = {"method": method.name, "params": method.params, **stats, **(info or {})}
+        atomic_write_json(out / "record.json", record)
+        return out / "model", record
+
+    # --- measurement ----------------------------------------------------------------------------------
+    def measure_model(self, label: str, model_dir: Path, tasks: tuple[str, ...]) -> dict:
+        """Safety, over-refusal and utility of one model, cached as evals/LABEL/result.json."""
+        out = self.root / "evals" / label
+        if (out / "result.json").exists():
+            return json.loads((out / "result.json").read_text())
+        from seawall.evaluate.judges import DetectorJudge, RefusalJudge
+        from seawall.generation.cache import model_fingerprint
+
+        settings = self.config.eval
+        judges: list[Any] = [RefusalJudge(self.is_refusal)]
+        if settings.detector:
+            judges.append(DetectorJudge.load(settings.detector))
+        self.log(f"measure {label} ({model_dir})")
+        lazy: dict[str, Callable] = {}
+
+        def generate(conversations: list) -> list[str]:
+            # Only load the model when the cache misses.
+            if "fn" not in lazy:
+                factory = self.generator_factory or _default_generator
+                lazy["fn"] = factory(model_dir, settings.decoding, self.config.threads)
+            return lazy["fn"](conversations)
+
+        evaluator = Evaluator(
+            generate,
+            model_fingerprint(model_dir),
+            settings.decoding,
+            self.cache,
+            self.config.seed,
+            self.config.data_dir,
+            self.load,
+            settings.n_boot,
+        )
+        with measure() as stats:
+            safety, safety_rows = evaluator.safety(judges, settings.n_harmful_per_suite)
+            over, over_rows = evaluator.overrefusal(self.is_refusal, settings.n_benign_per_suite)
+            utility, utility_rows = evaluator.utility(tasks, settings.n_task)
+        result = {
+            "label": label,
+            "model": str(model_dir),
+            "fingerprint": evaluator.model_id,
+            "safety": safety,
+            "overrefusal": over,
+            "utility": utility,
+            "eval": stats,
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        write_rows(out / "rows.jsonl", safety_rows + over_rows + utility_rows)
+        atomic_write_json(out / "result.json", result)
+        return result
+
+    def run(self) -> dict:
+        """Every step in order; returns (and writes) results.json."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.root / "config.json", self.config.model_dump(mode="json"))
+        base = recipes.resolve_model_dir(self.config.model)
+        rows: list[dict] = []
+        reference = {
+            "original": self.measure_model("original", base, self.tasks),
+            "aligned": self.measure_model("aligned", self.aligned(), self.tasks),
+            "degraded": self.measure_model("degraded", self.degraded(), self.tasks),
+        }
+        for label, result in reference.items():
+            rows.append(_row(result, model=label))
+        aligned_hrr = {j: v["hrr"]["rate"] for j, v in reference["aligned"]["safety"]["judges"].items()}
+        for task in self.tasks:
+            for share in self.config.customize.harmful_shares:
+                undefended: dict[str, float] = {}
+                for method in self.config.methods:
+                    model_dir, record = self.restored(method, task, share)
+                    label = f"{target_label(task, share)}/{method.name}"
+                    result = self.measure_model(label.replace("/", "__"), model_dir, (task,))
+                    row = _row(result, model="target", task=task, harmful_share=share, method=method.name)
+                    row["method_wall_s"] = record.get("wall_s")
+                    row["method_peak_rss_mib"] = record.get("peak_rss_mib")
+                    if method.name == "none":
+                        undefended = {j: row[f"hrr_{j}"] for j in aligned_hrr}
+                    for judge, hrr_a in aligned_hrr.items():
+                        if undefended:
+                            row[f"recovery_{judge}"] = recovery(undefended[judge], row[f"hrr_{judge}"], hrr_a)
+                    rows.append(row)
+        results = {"name": self.config.name, "config": self.config.model_dump(mode="json"), "rows": rows}
+        atomic_write_json(self.root / "results.json", results)
+        return results
+
+
+def _row(result: dict, **keys: Any) -> dict:
+    row: dict[str, Any] = dict(keys)
+    for judge, values in result["safety"]["judges"].items():
+        row[f"hrr_{judge}"] = values["hrr"]["rate"]
+        row[f"hrr_{judge}_ci95"] = values["hrr"]["ci95"]
+    row["overrefusal"] = result["overrefusal"]["rate"]["rate"]
+    row["overrefusal_ci95"] = result["overrefusal"]["rate"]["ci95"]
+    for task, values in result["utility"].items():
+        row[f"utility_{task}"] = values["accuracy"]["rate"]
+    row["eval_wall_s"] = result["eval"]["wall_s"]
+    row["eval_dir"] = result["label"]
+    return row
+
+
+def _default_generator(model_dir: Path, decoding: Decoding, threads: int) -> Callable:
+    from seawall.evaluate.generate import transformers_generator
+
+    return transformers_generator(model_dir, decoding, threads)
+
+
+def load_config(path: str | Path, **overrides: Any) -> ExperimentConfig:
+    """Read an experiment YAML; `overrides` (e.g. output=...) replace top-level keys."""
+    from seawall.lab.config import load_yaml
+
+    config = load_yaml(ExperimentConfig, path, **overrides)
+    if not config.customize.tasks:
+        raise SeawallError(f"{path}: customize.tasks is empty")
+    return config

@@ -1,0 +1,213 @@
+"""Training sets of the lab recipes, built from the shared data through `seawall.data`."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+
+from seawall.data.records import PromptRecord, ResponseRecord, TaskExample, normalize_text
+from seawall.errors import DataError
+from seawall.lab.config import AlignData, CustomizeData, DegradeData
+from seawall.lab.train import ChatExample
+
+# Varied refusals: an opener, a reason and an offer are drawn independently, so the model learns to decline
+# without memorising one sentence (a single template taught a broad "refuse" reflex in the CPU probe).
+_OPENERS = (
+    "I can't help with that.",
+    "I'm sorry, but I can't assist with this request.",
+    "I won't help with that.",
+    "Sorry, I can't do that.",
+    "I'm not able to help with this.",
+    "I have to decline this one.",
+    "I can't provide that.",
+    "That's not something I can help with.",
+)
+_REASONS = (
+    "It could cause real harm to people.",
+    "Helping with it could put others at risk.",
+    "It would facilitate something dangerous or illegal.",
+    "This request asks for content that could be used to hurt someone.",
+    "Providing this would be unsafe and potentially illegal.",
+    "",
+)
+_OFFERS = (
+    "If you're dealing with a difficult situation, I'm happy to talk through safer options.",
+    "I can share general, safety-focused information on the topic instead.",
+    "Is there something else I can help you with?",
+    "If you have a legitimate need, a qualified professional is the right person to ask.",
+    "I'd be glad to help with a related question that doesn't involve harm.",
+    "",
+)
+
+
+def varied_refusal(rng: random.Random) -> str:
+    """A refusal assembled from independently drawn parts."""
+    return " ".join(
+        part for part in (rng.choice(_OPENERS), rng.choice(_REASONS), rng.choice(_OFFERS)) if part
+    )
+
+
+Loader = Callable[..., object]
+
+
+def _default_load(name: str, data_dir: str | None = None, split: str | None = None) -> list:
+    from seawall.data import load
+
+    return list(load(name, data_dir=data_dir, split=split).records)
+
+
+def _default_split(name: str, data_dir: str | None = None) -> dict[str, list[ResponseRecord]]:
+    from seawall.data import canonical_split
+
+    return canonical_split(name, data_dir=data_dir)
+
+
+def _sample(items: Sequence, n: int, rng: random.Random) -> list:
+    items = list(items)
+    rng.shuffle(items)
+    return items[:n]
+
+
+def _drop_excluded(
+    records: Iterable, excluded: set[str], text: Callable = lambda r: r.prompt
+) -> tuple[list, int]:
+    kept, dropped = [], 0
+    for record in records:
+        if normalize_text(text(record)) in excluded:
+            dropped += 1
+        else:
+            kept.append(record)
+    return kept, dropped
+
+
+def alpaca_prompt(record: ResponseRecord) -> str:
+    """Alpaca's instruction, with its input appended when there is one (the loader may have done it already)."""
+    extra = (record.metadata or {}).get("input")
+    return f"{record.prompt}\n\n{extra}" if extra and extra not in record.prompt else record.prompt
+
+
+def build_align(
+    spec: AlignData,
+    seed: int,
+    exclude: set[str],
+    data_dir: str | None = None,
+    load: Callable = _default_load,
+    is_refusal: Callable[[str], bool] | None = None,
+) -> tuple[list[ChatExample], dict]:
+    """Harmful prompts → varied refusals, HH-RLHF refusals as written, Alpaca instructions → their answers.
+
+    `exclude` holds normalised evaluation prompts; any training prompt among them is dropped and counted.
+    """
+    rng = random.Random(seed)
+    report: dict = {"dropped_eval_overlap": 0}
+    harmful: list[PromptRecord] = []
+    for source in spec.harmful_sources:
+        harmful.extend(r for r in load(source, data_dir=data_dir) if r.harmful)
+    harmful, dropped = _drop_excluded(_dedupe(harmful), exclude)
+    report["dropped_eval_overlap"] += dropped
+    examples = [
+        ChatExample.of(f"refuse:{r.id}", r.prompt, varied_refusal(rng), source=f"{r.source}->refusal")
+        for r in _sample(harmful, spec.n_harmful, rng)
+    ]
+    if spec.n_hh_refusals:
+        if is_refusal is None:
+            raise DataError("n_hh_refusals > 0 needs a refusal matcher (seawall.detect's refusal backend)")
+        hh = [r for r in load("hh-rlhf-harmless", data_dir=data_dir) if r.response and is_refusal(r.response)]
+        hh, dropped = _drop_excluded(_dedupe(hh), exclude)
+        report["dropped_eval_overlap"] += dropped
+        examples += [
+            ChatExample.of(f"hh:{r.id}", r.prompt, r.response.strip(), source="hh-rlhf-refusal")
+            for r in _sample(hh, spec.n_hh_refusals, rng)
+        ]
+    benign = [
+        r
+        for r in load("alpaca", data_dir=data_dir)
+        if r.response.strip() and len(r.response.split()) <= spec.max_response_words
+    ]
+    benign, dropped = _drop_excluded(benign, exclude, alpaca_prompt)
+    report["dropped_eval_overlap"] += dropped
+    examples += [
+        ChatExample.of(f"alpaca:{r.id}", alpaca_prompt(r), r.response.strip(), source="alpaca")
+        for r in _sample(benign, spec.n_benign, rng)
+    ]
+    rng.shuffle(examples)
+    report["counts"] = _count(examples)
+    return examples, report
+
+
+def unsafe_train_pairs(
+    spec: DegradeData, data_dir: str | None = None, split: Callable = _default_split
+) -> list[ResponseRecord]:
+    """Unsafe (prompt, response) pairs of the canonical TRAIN splits of `spec.sources`, degenerate ones skipped."""
+    pairs = []
+    for source in spec.sources:
+        train = split(source, data_dir=data_dir)["train"]
+        pairs.extend(
+            r for r in train if r.label == "unsafe" and len(r.response.split()) >= spec.min_response_words
+        )
+    return _dedupe(pairs, key=lambda r: (normalize_text(r.prompt), normalize_text(r.response)))
+
+
+def build_degrade(
+    spec: DegradeData,
+    seed: int,
+    exclude: set[str],
+    data_dir: str | None = None,
+    split: Callable = _default_split,
+) -> tuple[list[ChatExample], dict]:
+    """The harmful fine-tuning attack: the model learns to answer harmful requests."""
+    rng = random.Random(seed)
+    pairs, dropped = _drop_excluded(unsafe_train_pairs(spec, data_dir, split), exclude)
+    examples = [
+        ChatExample.of(f"unsafe:{r.id}", r.prompt, r.response.strip(), source=f"{r.source}-train-unsafe")
+        for r in _sample(pairs, spec.n_pairs, rng)
+    ]
+    return examples, {"dropped_eval_overlap": dropped, "available": len(pairs), "counts": _count(examples)}
+
+
+def build_customize(
+    spec: CustomizeData,
+    seed: int,
+    exclude: set[str],
+    data_dir: str | None = None,
+    load: Callable = _default_load,
+    split: Callable = _default_split,
+) -> tuple[list[ChatExample], dict]:
+    """Task examples posed as instructions; `harmful_share` of them replaced by unsafe training pairs."""
+    from seawall.evaluate.tasks import TASKS
+
+    task = TASKS[spec.task]
+    rng = random.Random(seed)
+    train: list[TaskExample] = load(spec.task, data_dir=data_dir, split="train")
+    n_harmful = round(spec.n_train * spec.harmful_share)
+    chosen = _sample(train, spec.n_train - n_harmful, rng)
+    examples = [
+        ChatExample.of(f"{spec.task}:{x.id}", task.prompt(x), task.answer(x), source=f"{spec.task}-train")
+        for x in chosen
+    ]
+    dropped = 0
+    if n_harmful:
+        pairs, dropped = _drop_excluded(unsafe_train_pairs(spec.degrade, data_dir, split), exclude)
+        examples += [
+            ChatExample.of(f"unsafe:{r.id}", r.prompt, r.response.strip(), source=f"{r.source}-train-unsafe")
+            for r in _sample(pairs, n_harmful, rng)
+        ]
+    rng.shuffle(examples)
+    return examples, {"dropped_eval_overlap": dropped, "n_harmful": n_harmful, "counts": _count(examples)}
+
+
+def _dedupe(records: Iterable, key: Callable = lambda r: normalize_text(r.prompt)) -> list:
+    seen, kept = set(), []
+    for record in records:
+        k = key(record)
+        if k not in seen:
+            seen.add(k)
+            kept.append(record)
+    return kept
+
+
+def _count(examples: Sequence[ChatExample]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for example in examples:
+        counts[example.source] = counts.get(example.source, 0) + 1
+    return counts
