@@ -30,9 +30,7 @@ def version() -> None:
 
 @app.command()
 def demo(
-    data_dir: str | None = typer.Option(
-        None, "--data-dir", help="Shared data folder (default: ../shared/data)."
-    ),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="Shared data folder (default: ../shared/data)."),
 ) -> None:
     """Run the main job on the embedded defaults."""
     from seawall.demo import run_demo

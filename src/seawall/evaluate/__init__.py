@@ -1,0 +1,1 @@
+"""Evaluation: harmful-response rate per judge, over-refusal, task utility, the experiment runner and reports."""
