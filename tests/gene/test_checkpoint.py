@@ -79,3 +79,16 @@ def test_first_mismatch_names_module_and_shape():
     assert first_mismatch({"a": [2, 3]}, {"a": [2, 3]}) is None
     assert "'a'" in first_mismatch({"a": [2, 3]}, {"a": [3, 3]})
     assert "missing" in first_mismatch({"a": [2, 3], "b": [1]}, {"a": [2, 3]})
+
+
+def test_writer_keeps_dtypes_and_metadata(tmp_path):
+    tensors = {"bf": torch.randn(3, 5).to(torch.bfloat16), "i": torch.arange(7), "f16": torch.randn(2).half()}
+    writer = ShardedWriter(tmp_path, metadata={"source": "test"})
+    for name, tensor in tensors.items():
+        writer.add(name, tensor)
+    assert [p.name for p in writer.close()] == ["model.safetensors"]
+    assert not list(tmp_path.glob(".*raw"))
+    ckpt = open_checkpoint(tmp_path)
+    for name, tensor in tensors.items():
+        got = ckpt.get(name)
+        assert got.dtype == tensor.dtype and torch.equal(got, tensor)

@@ -126,7 +126,6 @@ class Checkpoint:
                 raise ModelError(
                     f"{self.root}: tensor {missing[0]!r} is in {INDEX_NAME} but not in its shard"
                 )
-        self._handles: dict[Path, Any] = {}
 
     @property
     def config(self) -> dict[str, Any]:
@@ -165,24 +164,17 @@ class Checkpoint:
             raise ModelError(f"{self.root}: checkpoint has no tensor {name!r}")
         return name
 
-    def _handle(self, file: Path) -> Any:
-        from safetensors import safe_open
-
-        if file not in self._handles:
-            try:
-                self._handles[file] = safe_open(str(file), framework="pt")
-            except Exception as error:  # safetensors raises its own SafetensorError type
-                raise ModelError(f"{file}: cannot open safetensors file ({error})") from error
-        return self._handles[file]
-
     def get(self, name: str) -> Any:
         """Load one tensor (validated finite unless validate=False)."""
+        from safetensors import safe_open
+
         file = self.file_of(name)
+        # A fresh handle per tensor: the memory map is released right after the copy, so touched pages of a
+        # multi-GB shard do not pile up in the process's resident memory.
         try:
-            tensor = self._handle(file).get_tensor(name)
-        except ModelError:
-            raise
-        except Exception as error:
+            with safe_open(str(file), framework="pt") as handle:
+                tensor = handle.get_tensor(name)
+        except Exception as error:  # safetensors raises its own SafetensorError type
             raise ModelError(f"{file}: cannot read tensor {name!r} ({error})") from error
         if self.validate:
             _check_finite(tensor, name, file)
@@ -195,26 +187,32 @@ class Checkpoint:
         for name in sorted(wanted, key=lambda n: order[self._where[n]]):
             yield name, self.get(name)
 
-    def close(self) -> None:
-        """Drop open file handles (memory maps)."""
-        self._handles.clear()
-
-    def __enter__(self) -> Checkpoint:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 def open_checkpoint(path: str | os.PathLike, validate: bool = True) -> Checkpoint:
     """Open a checkpoint folder or a single .safetensors file for lazy reading."""
     return Checkpoint(path, validate=validate)
 
 
+_TORCH_TO_ST = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+
+
 class ShardedWriter:
     """Write tensors shard by shard into a folder, with model.safetensors.index.json when there is >1 shard.
 
-    Only the current shard's tensors are held; call inside `seawall.io.atomic_dir` so a failed run leaves nothing.
+    Each tensor's bytes go straight to a scratch file, so memory stays at one tensor however large a shard is;
+    the shard is assembled (header + bytes) when it is full. Use inside `seawall.io.atomic_dir` so a failed run
+    leaves nothing behind.
     """
 
     def __init__(
@@ -229,39 +227,62 @@ class ShardedWriter:
         self.max_shard_bytes = max_shard_bytes
         self.prefix = prefix
         self.metadata = {"format": "pt", **(metadata or {})}
-        self._pending: dict[str, Any] = {}
-        self._pending_bytes = 0
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._offset = 0
+        self._raw: Any = None
         self._shards: list[tuple[str, list[str]]] = []
         self._total_bytes = 0
         self._seen: set[str] = set()
 
     def add(self, name: str, tensor: Any, validate: bool = True) -> None:
-        """Queue one tensor; flushes the current shard to disk when it would exceed max_shard_bytes."""
+        """Write one tensor; closes the current shard first when it would exceed max_shard_bytes."""
+        import torch
+
         if name in self._seen:
             raise ModelError(f"tensor {name!r} written twice to {self.folder}")
         if validate:
             _check_finite(tensor, name, self.folder)
+        dtype = _TORCH_TO_ST.get(str(tensor.dtype).removeprefix("torch."))
+        if dtype is None:
+            raise ModelError(f"tensor {name!r}: dtype {tensor.dtype} cannot be stored in safetensors")
         self._seen.add(name)
-        nbytes = tensor.numel() * tensor.element_size()
-        if self._pending and self._pending_bytes + nbytes > self.max_shard_bytes:
+        data = tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
+        if self._entries and self._offset + data.nbytes > self.max_shard_bytes:
             self._flush()
-        self._pending[name] = tensor.detach().contiguous()
-        self._pending_bytes += nbytes
-        self._total_bytes += nbytes
+        if self._raw is None:
+            self._raw = open(self.folder / f".{self.prefix}-{len(self._shards) + 1:05d}.raw", "w+b")  # noqa: SIM115
+        self._raw.write(data)
+        self._entries[name] = {
+            "dtype": dtype,
+            "shape": list(tensor.shape),
+            "data_offsets": [self._offset, self._offset + data.nbytes],
+        }
+        self._offset += data.nbytes
+        self._total_bytes += data.nbytes
 
     def _flush(self) -> None:
-        from safetensors.torch import save_file
+        import shutil
 
-        if not self._pending:
+        if not self._entries:
             return
         file = f"{self.prefix}-{len(self._shards) + 1:05d}.safetensors.part"
-        save_file(self._pending, str(self.folder / file), metadata=self.metadata)
-        self._shards.append((file, list(self._pending)))
-        self._pending = {}
-        self._pending_bytes = 0
+        header = json.dumps({"__metadata__": self.metadata, **self._entries}, separators=(",", ":")).encode()
+        header += b" " * (-len(header) % 8)
+        with open(self.folder / file, "wb") as out:
+            out.write(struct.pack("<Q", len(header)))
+            out.write(header)
+            self._raw.seek(0)
+            shutil.copyfileobj(self._raw, out, 16 << 20)
+        raw_path = Path(self._raw.name)
+        self._raw.close()
+        raw_path.unlink()
+        self._raw = None
+        self._shards.append((file, list(self._entries)))
+        self._entries = {}
+        self._offset = 0
 
     def close(self) -> list[Path]:
-        """Flush the last shard, give shards their final names, write the index; return the files written."""
+        """Finish the last shard, give shards their final names, write the index; return the files written."""
         self._flush()
         total = len(self._shards)
         if total == 0:
