@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from typing import Any
 
 from seawall import paths
 from seawall.io import atomic_write_json
+from seawall.models.checkpoint import sha256_file
 
 MARKER = "seawall-model.json"
 MARKER_VERSION = 1
@@ -25,15 +25,6 @@ def models_root(cache_dir: str | os.PathLike | None = None) -> Path:
     root = Path(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     return root
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_marker(folder: Path, source: dict[str, Any]) -> dict[str, Any]:
