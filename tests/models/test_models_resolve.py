@@ -116,3 +116,27 @@ def test_folder_without_marker_is_reconverted(tiny_gguf, tmp_path):
     (folder / "model.safetensors").write_bytes(b"truncated")
     again = resolve_model(gguf_path, cache_dir=tmp_path)
     assert again == folder and is_complete(again, verify=True)
+
+
+def test_hub_id_resolves_from_the_local_hf_cache_offline(tiny_llama_dir, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    folder, _ = tiny_llama_dir
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--some-org--tiny-llama"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    resolved = resolve_model("some-org/tiny-llama", cache_dir=tmp_path / "cache")
+    assert resolved == (repo / "snapshots" / commit).resolve() or resolved == repo / "snapshots" / commit
+    assert load_causal_lm(resolved).config.num_hidden_layers == 4
+
+
+def test_loading_an_encoder_folder_as_a_causal_lm_is_a_model_error(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    BertModel(config).save_pretrained(tmp_path / "bert")
+    with pytest.raises(ModelError, match=r"is an encoder \(bert\), not a causal LM"):
+        load_causal_lm(tmp_path / "bert")

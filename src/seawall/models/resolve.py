@@ -77,9 +77,14 @@ def _converted_gguf(gguf: Path, cache_dir: str | os.PathLike | None) -> Path:
     return target
 
 
+def _hub_offline() -> bool:
+    # Read at call time: huggingface_hub reads it once at import, before a caller may have set it.
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def _describe_hub_error(error: Exception) -> str:
     """A short reason for a failed hub look-up, naming HF_HUB_OFFLINE when it is set."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+    if _hub_offline():
         return "HF_HUB_OFFLINE is set and the id is not in the local HF cache"
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {first_line}"[:300]
@@ -90,7 +95,9 @@ def _hub_snapshot(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
-    folder = Path(snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=5))
+    folder = Path(
+        snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=5, local_files_only=_hub_offline())
+    )
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
         raise ModelError(
             f"hub repository {repo_id} has no config.json + *.safetensors (pickle weights refused)"
