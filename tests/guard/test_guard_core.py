@@ -7,7 +7,7 @@ import logging
 import sqlite3
 
 import pytest
-from conftest import UNSAFE_WORD, KeywordDetector
+from guard_helpers import UNSAFE_WORD, KeywordDetector
 
 from seawall.errors import SeawallError
 from seawall.guard import CategoryRule, Guard, Policy, StreamGuard, StreamPolicy, guard_stream

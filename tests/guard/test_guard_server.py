@@ -9,7 +9,7 @@ import sqlite3
 import httpx
 import openai
 import pytest
-from conftest import UNSAFE_WORD, KeywordDetector, answer_for, free_dead_url, proxy
+from guard_helpers import UNSAFE_WORD, KeywordDetector, answer_for, free_dead_url, proxy
 
 from seawall.guard.config import DEFAULT_REFUSAL
 
@@ -133,14 +133,14 @@ def test_malformed_requests_name_the_field(tmp_path, upstream_url):
 
 
 def test_api_keys_constant_time_401(tmp_path, upstream_url, caplog):
-    with proxy(tmp_path, upstream_url + "/v1", keys=("sk-good", "sk-other")) as (url, _, _):
-        with httpx.Client(timeout=10) as client:
-            post = lambda h: client.post(f"{url}/v1/chat/completions", json=chat(SAFE), headers=h)  # noqa: E731
-            assert post({}).status_code == 401
-            assert post({"Authorization": "Bearer sk-bad"}).status_code == 401
-            assert post({"Authorization": "Basic sk-good"}).status_code == 401
-            assert post({"Authorization": "Bearer sk-other"}).status_code == 200
-            assert client.get(f"{url}/healthz").status_code == 200
+    keys = ("sk-good", "sk-other")
+    with proxy(tmp_path, upstream_url + "/v1", keys=keys) as (url, _, _), httpx.Client(timeout=10) as client:
+        post = lambda h: client.post(f"{url}/v1/chat/completions", json=chat(SAFE), headers=h)  # noqa: E731
+        assert post({}).status_code == 401
+        assert post({"Authorization": "Bearer sk-bad"}).status_code == 401
+        assert post({"Authorization": "Basic sk-good"}).status_code == 401
+        assert post({"Authorization": "Bearer sk-other"}).status_code == 200
+        assert client.get(f"{url}/healthz").status_code == 200
     assert "sk-bad" not in caplog.text and "sk-good" not in caplog.text
 
 
@@ -190,10 +190,13 @@ def test_fail_open_only_when_configured(tmp_path, upstream_url):
 
 
 def test_flag_policy_attaches_verdict(tmp_path, upstream_url):
-    with proxy(tmp_path, upstream_url + "/v1", policy={"action": "flag"}) as (url, _, _):
-        with httpx.Client(timeout=10) as client:
-            body = client.post(f"{url}/v1/chat/completions", json=chat(UNSAFE)).json()
-            text, chunks = read_stream(client, f"{url}/v1/chat/completions", chat(UNSAFE, stream=True))
+    flag = {"action": "flag"}
+    with (
+        proxy(tmp_path, upstream_url + "/v1", policy=flag) as (url, _, _),
+        httpx.Client(timeout=10) as client,
+    ):
+        body = client.post(f"{url}/v1/chat/completions", json=chat(UNSAFE)).json()
+        text, chunks = read_stream(client, f"{url}/v1/chat/completions", chat(UNSAFE, stream=True))
     assert body["choices"][0]["message"]["content"] == answer_for(UNSAFE)
     assert body["seawall"]["action"] == "flag" and body["seawall"]["unsafe"]
     assert text == answer_for(UNSAFE) and chunks[-1]["seawall"]["action"] == "flag"

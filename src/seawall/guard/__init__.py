@@ -4,4 +4,13 @@ from seawall.guard.config import CategoryRule, Policy, ServerConfig, StreamPolic
 from seawall.guard.guard import Guard, Verdict
 from seawall.guard.stream import StreamGuard, guard_stream
 
-__all__ = ["CategoryRule", "Guard", "Policy", "ServerConfig", "StreamGuard", "StreamPolicy", "Verdict", "guard_stream"]
+__all__ = [
+    "CategoryRule",
+    "Guard",
+    "Policy",
+    "ServerConfig",
+    "StreamGuard",
+    "StreamPolicy",
+    "Verdict",
+    "guard_stream",
+]
