@@ -32,7 +32,9 @@ def version() -> None:
 
 @app.command()
 def demo(
-    data_dir: str | None = typer.Option(None, "--data-dir", help="Shared data folder (default: ../shared/data)."),
+    data_dir: str | None = typer.Option(
+        None, "--data-dir", help="Shared data folder (default: ../shared/data)."
+    ),
 ) -> None:
     """Run the main job on the embedded defaults."""
     from seawall.demo import run_demo
@@ -45,7 +47,7 @@ def main() -> None:
     try:
         app()
     except SeawallError as error:
-        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(error)))
+        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
         sys.exit(2)
 
 
