@@ -1,0 +1,224 @@
+"""`encoder`: fine-tune a Hugging Face encoder with a 2-way classification head on (prompt, response).
+
+Input layout: [CLS] prompt-part [SEP] response-part [SEP] (token type 0 / 1 where the model has token types).
+Truncation, within `max_length` tokens:
+- the prompt keeps at most `prompt_tokens` tokens: its first quarter and its last three quarters, because the
+  request itself sits at the end of long jailbreak-style prompts and the task framing at the start;
+- the response gets the rest of the budget, split `response_head` (default 0.75) from its beginning and the remainder
+  from its end: compliance or refusal shows in the first sentences, and a late "…but I cannot" or a harmful payload
+  after a disclaimer shows at the end;
+- texts longer than ~9,000 characters are first cut to their first 6,000 and last 3,000 characters, so a 100,000-
+  character response costs no more than a long one.
+The fast path scores in length-sorted batches with dynamic padding under `torch.inference_mode`, optionally with
+dynamic int8 quantization of the linear layers (`quantize=True`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seawall.detect._torch import clip_chars, head_tail, resolve_model_path, seed_everything, setup_torch
+from seawall.detect.base import DETECTORS, Detector, Pair
+from seawall.detect.training import Encoded, TrainSettings, predict_logits, train
+from seawall.errors import ModelError
+
+MODEL_DIR = "model"
+
+
+@DETECTORS.register("encoder")
+class EncoderDetector(Detector):
+    """A fine-tuned sequence classifier (default base: all-MiniLM-L6-v2)."""
+
+    backend = "encoder"
+
+    def __init__(
+        self,
+        base_model: str = "all-minilm-l6-v2",
+        max_length: int = 256,
+        prompt_tokens: int = 64,
+        response_head: float = 0.75,
+        lr: float = 5e-5,
+        epochs: float = 2.0,
+        batch_size: int = 16,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        class_weight: str | None = "balanced",
+        patience: int = 2,
+        eval_every: int = 0,
+        max_steps: int | None = None,
+        seed: int = 0,
+        checkpoint_dir: str | None = None,
+        num_threads: int | None = 2,
+        inference_batch_size: int = 32,
+        quantize: bool = False,
+        calibration: str = "temperature",
+        threshold_strategy: str = "f1",
+        target_recall: float = 0.95,
+    ) -> None:
+        self.base_model = base_model
+        self.max_length = max_length
+        self.prompt_tokens = prompt_tokens
+        self.response_head = response_head
+        self.lr = lr
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.warmup_ratio = warmup_ratio
+        self.class_weight = class_weight
+        self.patience = patience
+        self.eval_every = eval_every
+        self.max_steps = max_steps
+        self.seed = seed
+        self.checkpoint_dir = checkpoint_dir
+        self.num_threads = num_threads
+        self.inference_batch_size = inference_batch_size
+        self.quantize = quantize
+        self.calibration = calibration
+        self.threshold_strategy = threshold_strategy
+        self.target_recall = target_recall
+
+    # ---- model loading ---------------------------------------------------------------------------------------------
+    def _load_model(self, path: Path, fresh_head: bool) -> None:
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as error:
+            raise ModelError(f"cannot read the model config in {path}: {error}") from None
+        if getattr(config, "is_decoder", False) or config.model_type in _CAUSAL_ONLY:
+            raise ModelError(
+                f"{path} holds a {config.model_type!r} causal LM, not an encoder; use the lm-judge backend for it"
+            )
+        kwargs: dict[str, Any] = {}
+        if fresh_head:
+            kwargs = {"num_labels": 2, "id2label": {0: "safe", 1: "unsafe"}, "label2id": {"safe": 0, "unsafe": 1}}
+        try:
+            self.tokenizer_ = AutoTokenizer.from_pretrained(path)
+            self.model_ = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        except (OSError, ValueError, KeyError) as error:
+            raise ModelError(f"cannot load an encoder classifier from {path}: {error}") from None
+        if self.model_.config.num_labels != 2:
+            raise ModelError(f"{path} has a {self.model_.config.num_labels}-label head; a detector needs 2")
+        self.model_.eval()
+        tok = self.tokenizer_
+        self._cls = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
+        self._sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+        self._pad = tok.pad_token_id if tok.pad_token_id is not None else (self._sep or 0)
+        self._use_types = getattr(self.model_.config, "type_vocab_size", 1) > 1
+        self._fast_model = None
+
+    # ---- encoding --------------------------------------------------------------------------------------------------
+    def encode(self, pairs: list[Pair]) -> Encoded:
+        """Token ids with the truncation strategy in the module docstring."""
+        tok = self.tokenizer_
+        prompts = tok([clip_chars(p) for p, _ in pairs], add_special_tokens=False)["input_ids"]
+        responses = tok([clip_chars(r) for _, r in pairs], add_special_tokens=False)["input_ids"]
+        specials = [t for t in (self._cls, self._sep, self._sep) if t is not None]
+        budget = self.max_length - len(specials)
+        ids, types = [], []
+        for p, r in zip(prompts, responses, strict=True):
+            p = head_tail(p, min(self.prompt_tokens, budget), 0.25)
+            r = head_tail(r, budget - len(p), self.response_head)
+            first = ([self._cls] if self._cls is not None else []) + p + ([self._sep] if self._sep is not None else [])
+            second = r + ([self._sep] if self._sep is not None else [])
+            ids.append(first + second)
+            types.append([0] * len(first) + [1] * len(second))
+        return Encoded(ids, types if self._use_types else None)
+
+    def _forward(self, model: Any) -> Any:
+        def forward(batch: dict[str, Any]) -> Any:
+            return model(**batch).logits
+
+        return forward
+
+    # ---- fit / score -----------------------------------------------------------------------------------------------
+    def _fit(self, pairs: list[Pair], y: np.ndarray, dev: tuple[list[Pair], np.ndarray] | None) -> None:
+        setup_torch(self.num_threads)
+        seed_everything(self.seed)
+        path = resolve_model_path(self.base_model)
+        self._load_model(path, fresh_head=True)
+        self.base_fingerprint_ = _fingerprint(path)
+        settings = TrainSettings(
+            lr=self.lr,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            weight_decay=self.weight_decay,
+            warmup_ratio=self.warmup_ratio,
+            class_weight=self.class_weight,
+            patience=self.patience,
+            eval_every=self.eval_every,
+            seed=self.seed,
+            checkpoint_dir=self.checkpoint_dir,
+            max_steps=self.max_steps,
+        )
+        dev_enc = (self.encode(dev[0]), dev[1]) if dev is not None and len(set(dev[1].tolist())) == 2 else None
+        self.history_ = train(
+            self.model_, self._forward(self.model_), self.encode(pairs), y, dev_enc, self._pad, settings, "encoder"
+        )
+        self.training_["history"] = {k: v for k, v in self.history_.items() if k != "loss"}
+
+    def _score(self, pairs: list[Pair]) -> np.ndarray:
+        import torch
+
+        setup_torch(self.num_threads)
+        logits = predict_logits(
+            self._forward(self._inference_model()), self.encode(pairs), self._pad, self.inference_batch_size
+        )
+        return torch.softmax(torch.tensor(logits), dim=1)[:, 1].numpy().astype(np.float64)
+
+    def _inference_model(self) -> Any:
+        if not self.quantize:
+            return self.model_
+        if self._fast_model is None:
+            import torch
+
+            self._fast_model = torch.ao.quantization.quantize_dynamic(
+                copy.deepcopy(self.model_), {torch.nn.Linear}, dtype=torch.qint8
+            )
+        return self._fast_model
+
+    # ---- persistence -----------------------------------------------------------------------------------------------
+    def _state(self, folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self.model_.save_pretrained(folder / MODEL_DIR, safe_serialization=True)
+        self.tokenizer_.save_pretrained(folder / MODEL_DIR)
+        state = {
+            "model_dir": MODEL_DIR,
+            "model_type": self.model_.config.model_type,
+            "base_fingerprint": getattr(self, "base_fingerprint_", None),
+        }
+        return state, {}
+
+    def _load_state(self, folder: Path, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        path = folder / state.get("model_dir", MODEL_DIR)
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise ModelError(f"{folder} lacks {MODEL_DIR}/config.json; the detector folder is incomplete")
+        model_type = json.loads(config_file.read_text()).get("model_type")
+        if state.get("model_type") and model_type != state["model_type"]:
+            raise ModelError(
+                f"{path} holds a {model_type!r} model but this detector was saved with {state['model_type']!r}"
+            )
+        setup_torch(self.num_threads)
+        self._load_model(path, fresh_head=False)
+        self.base_fingerprint_ = state.get("base_fingerprint")
+
+
+_CAUSAL_ONLY = {"llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3", "gemma3_text", "gpt2", "phi3", "smollm3"}
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    """Model type, size and weight-file size of the base model (logged with the detector)."""
+    config = json.loads((path / "config.json").read_text())
+    weights = sorted(path.glob("*.safetensors"))
+    return {
+        "path": str(path),
+        "model_type": config.get("model_type"),
+        "hidden_size": config.get("hidden_size"),
+        "num_hidden_layers": config.get("num_hidden_layers"),
+        "weights_bytes": sum(w.stat().st_size for w in weights),
+    }

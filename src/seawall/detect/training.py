@@ -1,0 +1,196 @@
+"""One training loop for the torch backends (encoder fine-tuning and lm-judge LoRA).
+
+A backend provides tokenised examples and a `forward(batch) -> logits (n, 2)`; the loop does class-weighted
+cross-entropy, AdamW with linear warm-up/decay, length-bucketed batches, a tqdm bar, evaluation on dev (AUROC) with
+early stopping (the best weights are kept), and resumable atomic checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seawall.detect._torch import (
+    bucketed_train_batches,
+    class_weights,
+    length_sorted_batches,
+    load_checkpoint,
+    pad_batch,
+    save_checkpoint,
+)
+
+
+@dataclass
+class Encoded:
+    """Tokenised examples: input ids and (for BERT-like models) token type ids."""
+
+    ids: list[list[int]]
+    type_ids: list[list[int]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, index: np.ndarray, pad_id: int) -> dict[str, Any]:
+        types = [self.type_ids[i] for i in index] if self.type_ids is not None else None
+        return pad_batch([self.ids[i] for i in index], pad_id, types)
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings (copied from the backend's hyper-parameters)."""
+
+    lr: float
+    epochs: float
+    batch_size: int
+    weight_decay: float
+    warmup_ratio: float
+    class_weight: str | None
+    patience: int
+    eval_every: int
+    seed: int
+    checkpoint_dir: str | None
+    max_steps: int | None = None
+    grad_clip: float = 1.0
+
+
+def predict_logits(
+    forward: Callable[[dict[str, Any]], Any], data: Encoded, pad_id: int, batch_size: int, desc: str | None = None
+) -> np.ndarray:
+    """Logits (n, 2) in input order, computed in length-sorted batches with dynamic padding."""
+    import torch
+    from tqdm.auto import tqdm
+
+    out = np.zeros((len(data), 2), dtype=np.float64)
+    batches = list(length_sorted_batches([len(s) for s in data.ids], batch_size))
+    with torch.inference_mode():
+        for index in tqdm(batches, desc=desc, disable=desc is None, leave=False):
+            out[index] = forward(data.batch(index, pad_id)).float().numpy()
+    return out
+
+
+def train(
+    model: Any,
+    forward: Callable[[dict[str, Any]], Any],
+    train_data: Encoded,
+    y: np.ndarray,
+    dev: tuple[Encoded, np.ndarray] | None,
+    pad_id: int,
+    settings: TrainSettings,
+    desc: str = "train",
+) -> dict[str, Any]:
+    """Fine-tune the trainable parameters of `model`; returns the history (losses, dev AUROC, best step)."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+    from tqdm.auto import tqdm
+
+    rng = np.random.default_rng(settings.seed)
+    lengths = [len(s) for s in train_data.ids]
+    steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
+    total = max(1, math.ceil(steps_per_epoch * settings.epochs))
+    if settings.max_steps:
+        total = min(total, settings.max_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+    )
+    warmup = int(total * settings.warmup_ratio)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return settings.lr * (step + 1) / max(1, warmup)
+        return settings.lr * max(0.0, (total - step) / max(1, total - warmup))
+
+    weights = torch.tensor(class_weights(y, settings.class_weight), dtype=torch.float32)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+    history: dict[str, Any] = {"loss": [], "dev": [], "total_steps": total, "resumed_from": None}
+    best: dict[str, Any] = {"auroc": -1.0, "step": 0, "state": None}
+    step = 0
+    ckpt = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
+    if ckpt is not None:
+        meta = load_checkpoint(ckpt, model, optimizer)
+        if meta is not None:
+            step = int(meta["step"])
+            history = meta["history"]
+            history["resumed_from"] = step
+            best = {"auroc": meta["best_auroc"], "step": meta["best_step"], "state": None}
+    eval_every = settings.eval_every or steps_per_epoch
+    bad_evals = 0
+
+    def evaluate() -> float:
+        model.eval()
+        logits = predict_logits(forward, dev[0], pad_id, settings.batch_size * 2)
+        model.train()
+        p = torch.softmax(torch.tensor(logits), dim=1)[:, 1].numpy()
+        return float(roc_auc_score(dev[1], p)) if len(set(dev[1].tolist())) == 2 else float("nan")
+
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=desc, unit="step")
+    epoch = step // steps_per_epoch
+    stop = False
+    while step < total and not stop:
+        # The order depends only on (seed, epoch), so a resumed run sees the same batches it would have.
+        batches = bucketed_train_batches(lengths, settings.batch_size, np.random.default_rng([settings.seed, epoch]))
+        for index in batches[step - epoch * steps_per_epoch :]:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            logits = forward(train_data.batch(index, pad_id))
+            loss = loss_fn(logits.float(), torch.tensor(y[index], dtype=torch.long))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            optimizer.step()
+            step += 1
+            history["loss"].append(round(loss.item(), 5))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if dev is not None and (step % eval_every == 0 or step == total):
+                auroc = evaluate()
+                history["dev"].append({"step": step, "auroc": auroc})
+                bar.set_postfix(loss=f"{loss.item():.3f}", dev_auroc=f"{auroc:.3f}")
+                if auroc > best["auroc"]:
+                    best = {"auroc": auroc, "step": step, "state": _snapshot(model)}
+                    bad_evals = 0
+                else:
+                    bad_evals += 1
+                    if settings.patience and bad_evals >= settings.patience:
+                        stop = True
+            if ckpt is not None and (step % eval_every == 0 or step == total or stop):
+                save_checkpoint(
+                    ckpt,
+                    model,
+                    optimizer,
+                    {"step": step, "history": history, "best_auroc": best["auroc"], "best_step": best["step"]},
+                )
+            if step >= total or stop:
+                break
+        epoch += 1
+    bar.close()
+    if best["state"] is not None:
+        _restore(model, best["state"])
+    history["best_step"] = best["step"]
+    history["best_dev_auroc"] = best["auroc"]
+    history["stopped_early"] = stop
+    history["steps"] = step
+    model.eval()
+    return history
+
+
+def _snapshot(model: Any) -> dict[str, Any]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _restore(model: Any, state: dict[str, Any]) -> None:
+    import torch
+
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in state:
+                p.copy_(state[n])
