@@ -3,9 +3,9 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    from seawall.lab.tiny import make_tiny_chat_model
+    from seawall.generation.tiny import build_tiny_chat_model
 
-    return make_tiny_chat_model(tmp_path_factory.mktemp("tiny") / "model")
+    return build_tiny_chat_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,9 @@ def test_decoding_change_is_a_miss(tmp_path):
     cache.generate(gen, [conv("a")], "fp1", DECODING)
     cache.generate(gen, [conv("a")], "fp1", {**DECODING, "max_new_tokens": 16})
     assert gen.calls == [1, 1]
-    assert cache_key("fp1", conv("a"), DECODING) != cache_key("fp1", conv("a"), {**DECODING, "temperature": 0.7})
+    assert cache_key("fp1", conv("a"), DECODING) != cache_key(
+        "fp1", conv("a"), {**DECODING, "temperature": 0.7}
+    )
 
 
 def test_changed_weights_change_the_fingerprint_and_invalidate(tmp_path, tiny_model):

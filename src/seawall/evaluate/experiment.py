@@ -328,9 +328,9 @@ def _row(result: dict, **keys: Any) -> dict:
 
 
 def _default_generator(model_dir: Path, decoding: Decoding, threads: int) -> Callable:
-    from seawall.evaluate.generate import transformers_generator
+    from seawall.evaluate.generate import backend_generator
 
-    return transformers_generator(model_dir, decoding, threads)
+    return backend_generator(model_dir, decoding, threads)
 
 
 def load_config(path: str | Path, **overrides: Any) -> ExperimentConfig:

@@ -107,7 +107,11 @@ def plot_scatter(results: dict, path: Path, judge: str) -> None:
             marker=markers[row["method"]],
             label=row["method"],
         )
-        ax.annotate(f"{row['task']}/{100 * row['harmful_share']:.0f}%", (100 * row[f"utility_{row['task']}"], 100 * row[f"hrr_{judge}"]), fontsize=6)
+        ax.annotate(
+            f"{row['task']}/{100 * row['harmful_share']:.0f}%",
+            (100 * row[f"utility_{row['task']}"], 100 * row[f"hrr_{judge}"]),
+            fontsize=6,
+        )
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
     ax.legend(unique.values(), unique.keys(), fontsize=8)

@@ -19,35 +19,23 @@ from typing import Any
 from seawall.paths import cache_dir
 
 Messages = list[dict[str, str]]
-_WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin")
+_TEXT_FILES = {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"}
 _FINGERPRINTS: dict[tuple, str] = {}
 
 
 def model_fingerprint(model_dir: str | os.PathLike) -> str:
-    """A content hash of a model folder (weights, config, tokenizer); memoised per (path, sizes, mtimes)."""
-    try:
-        from seawall.models.checkpoint import fingerprint
-    except ImportError:
-        fingerprint = None
-    if fingerprint is not None:
-        return str(fingerprint(model_dir))
+    """A content hash of a model folder: weights (`seawall.models.checkpoint.fingerprint`) plus tokenizer and chat
+    template, which change generations too; memoised per (path, sizes, mtimes) because hashing weights is slow."""
+    from seawall.models.checkpoint import fingerprint
+
     root = Path(model_dir)
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and (
-            p.suffix in _WEIGHT_SUFFIXES or p.name in {"config.json", "tokenizer.json", "chat_template.jinja"}
-        )
-    )
+    files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
     stamp = (str(root.resolve()), *((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files))
     if stamp not in _FINGERPRINTS:
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(json.dumps(fingerprint(root)["files"], sort_keys=True).encode())
         for path in files:
-            digest.update(path.relative_to(root).as_posix().encode())
-            with path.open("rb") as handle:
-                for chunk in iter(lambda h=handle: h.read(1 << 22), b""):
-                    digest.update(chunk)
+            if path.name in _TEXT_FILES:
+                digest.update(path.name.encode() + path.read_bytes())
         _FINGERPRINTS[stamp] = "sha256:" + digest.hexdigest()
     return _FINGERPRINTS[stamp]
 

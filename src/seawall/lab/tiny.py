@@ -1,62 +1,6 @@
-"""A tiny random chat model (Llama architecture, BPE tokenizer with a ChatML template) for tests and smoke runs."""
+"""In-memory stand-in datasets for smoke runs and tests of the lab and the evaluation harness."""
 
 from __future__ import annotations
-
-from collections.abc import Iterable
-from pathlib import Path
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-_CORPUS = (
-    "I can't help with that. Sure, here is how you do it: first, then, finally. The movie was great, terrible, "
-    "positive, negative, world, sports, business, sci/tech, yes, no. Write a story about a cat. What is the answer? "
-    "The quick brown fox jumps over the lazy dog. 0123456789 .,!?;:'\"()-"
-)
-
-
-def make_tiny_chat_model(
-    path: str | Path, corpus: Iterable[str] = (), vocab_size: int = 320, seed: int = 0
-) -> Path:
-    """Write a random LlamaForCausalLM (hidden 64, 4 layers) and a trained byte-level BPE tokenizer to `path`."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    path = Path(path)
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    bpe = Tokenizer(models.BPE(unk_token=None))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator([_CORPUS, *corpus], trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", bos_token="<|im_start|>"
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(str(path))
-    tokenizer.save_pretrained(str(path))
-    return path
 
 
 def tiny_datasets(n: int = 6) -> tuple:

@@ -1,0 +1,129 @@
+"""Wiring of the restoration methods of `seawall.gene` into the experiment: inputs, shared adapter, shots."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from seawall.errors import SeawallError
+from seawall.evaluate.hygiene import check_no_overlap
+from seawall.evaluate.suites import evaluation_prompts
+
+
+def experiment_shots(context: Any, n_harmful: int = 32, n_benign: int = 32) -> Any:
+    """Few-shot prompts for layer selection and recalibration: HarmBench VAL (harmful), Alpaca (benign).
+
+    HarmBench val and test hold different behaviours; hygiene is still checked against every evaluation set.
+    """
+    from seawall.gene import Shots
+
+    if "shots" in context.__dict__:
+        return context.shots
+    rng = random.Random(context.config.seed + 7)
+    evaluation = evaluation_prompts(context.config.data_dir, context.load, context.tasks)
+    banned = {p for ps in evaluation.values() for p in ps}
+    harmful = [
+        r.prompt
+        for r in context.load("harmbench", data_dir=context.config.data_dir, split="val")
+        if r.harmful
+    ]
+    benign = [r.prompt for r in context.load("alpaca", data_dir=context.config.data_dir)]
+    harmful = sorted(p for p in set(harmful) if p not in banned)
+    benign = sorted(p for p in set(benign) if p not in banned)
+    rng.shuffle(harmful)
+    rng.shuffle(benign)
+    shots = Shots.from_lists(harmful[:n_harmful], benign[:n_benign], source="harmbench-val+alpaca")
+    check_no_overlap({"shots": shots.harmful + shots.benign}, evaluation)
+    context.shots = shots
+    return shots
+
+
+def safety_adapter(context: Any, aligned: Path, degraded: Path, params: dict) -> Path:
+    """The SafeGene adapter, extracted from A and D and layer-selected once per experiment, reused for every target."""
+    from seawall.gene import ExtractConfig, SafetyAdapter, SelectConfig, extract, select_layers
+
+    folder = context.root / "safety-adapter"
+    if (folder / "selected.json").exists():
+        return folder
+    shots = experiment_shots(context)
+    adapter = extract(
+        aligned, degraded, folder, ExtractConfig(**params.get("extract", {})), overwrite=True, progress=False
+    )
+    adapter = SafetyAdapter.load(folder)
+    layers = select_layers(
+        adapter,
+        shots,
+        aligned=aligned,
+        degraded=degraded,
+        model=degraded,
+        config=SelectConfig(**params.get("select", {})),
+        plot=folder / "layer-scores.png",
+        progress=False,
+    )
+    from seawall.io import atomic_write_json
+
+    atomic_write_json(folder / "selected.json", {"layers": layers})
+    return folder
+
+
+def _merge_peft(aligned: Path, adapter: Path, output: Path) -> None:
+    from peft import PeftModel
+
+    from seawall.io import atomic_dir
+    from seawall.lab.train import load_causal_lm
+
+    model, tokenizer = load_causal_lm(aligned)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    with atomic_dir(output, overwrite=True) as tmp:
+        merged.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+
+
+def apply_method(
+    name: str,
+    params: dict[str, Any],
+    base: Path,
+    aligned: Path,
+    degraded: Path,
+    target: Path,
+    output: Path,
+    workdir: Path,
+    context: Any,
+) -> dict[str, Any]:
+    """Write the restored model T′ (a full HF folder) to `output`; returns the method's report.
+
+    `target` is a customize folder: model/ (merged T) and adapter/ (its task LoRA on top of A).
+    """
+    from seawall.gene import get_method
+
+    method = get_method(name)(
+        {k: v for k, v in params.items() if k not in {"extract", "select"}} if name == "safegene" else params
+    )
+    inputs: dict[str, Any] = {"aligned": aligned, "degraded": degraded, "base": base, "overwrite": True}
+    task_lora = target / "adapter"
+    if name == "safegene":
+        inputs["adapter"] = safety_adapter(context, aligned, degraded, params)
+        inputs["shots"] = experiment_shots(context)
+    if name == "resta" and getattr(method.config, "tune", False):
+        inputs["shots"] = experiment_shots(context)
+    if name in {"safe-lora", "safemerge"}:
+        if not (task_lora / "adapter_config.json").exists():
+            raise SeawallError(f"{name} needs the task LoRA in {task_lora}; customize with method: lora")
+        inputs["task_lora"] = task_lora
+    if name == "safemerge":
+        safety_lora = aligned.parent / "adapter"
+        if not (safety_lora / "adapter_config.json").exists():
+            raise SeawallError(f"safemerge needs a safety LoRA: {safety_lora} (align with method: lora)")
+        inputs["safety_lora"] = safety_lora
+    result = method.apply(
+        target / "model",
+        output if name not in {"safe-lora", "safemerge"} else workdir / target.name,
+        **inputs,
+    )
+    if result.format == "peft":
+        _merge_peft(aligned, Path(result.output), output)
+    report = dict(result.report)
+    for key in ("cosines",):
+        report.pop(key, None)
+    return {"report": report, "format": result.format}
