@@ -11,7 +11,9 @@ from rich.text import Text
 from seawall import __version__
 from seawall.data.cli import app as data_app
 from seawall.errors import SeawallError
+from seawall.evaluate.cli import app as eval_app
 from seawall.guard.cli import app as guard_app
+from seawall.lab.cli import app as lab_app
 from seawall.models.cli import app as models_app
 
 app = typer.Typer(
@@ -24,6 +26,8 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(guard_app, name="guard")
 app.add_typer(models_app, name="models")
+app.add_typer(lab_app, name="lab")
+app.add_typer(eval_app, name="eval")
 
 
 @app.command()

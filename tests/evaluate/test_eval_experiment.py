@@ -1,0 +1,154 @@
+import json
+
+import pytest
+
+from seawall.detect import is_refusal
+from seawall.errors import SeawallError
+from seawall.evaluate.experiment import Experiment, ExperimentConfig, load_config
+from seawall.evaluate.report import write_report
+
+TRAIN = {"batch_size": 4, "grad_accum": 1, "max_length": 96, "learning_rate": 5e-3}
+
+
+def mini_config(tiny_model, output, methods):
+    return ExperimentConfig.model_validate(
+        {
+            "name": "mini",
+            "model": str(tiny_model),
+            "output": str(output),
+            "align": {
+                "data": {"n_harmful": 4, "n_hh_refusals": 2, "n_benign": 6, "harmful_sources": ["advbench"]},
+                "train": {**TRAIN, "method": "lora", "lora_r": 4},
+            },
+            "degrade": {
+                "data": {"n_pairs": 4, "min_response_words": 3},
+                "train": {**TRAIN, "method": "full"},
+            },
+            "customize": {
+                "tasks": ["sst2"],
+                "harmful_shares": [0.25],
+                "n_train": 8,
+                "train": {**TRAIN, "method": "lora", "lora_r": 4},
+            },
+            "methods": methods,
+            "eval": {
+                "n_harmful_per_suite": 2,
+                "n_benign_per_suite": 2,
+                "n_task": 4,
+                "decoding": {"max_new_tokens": 4, "batch_size": 8},
+                "n_boot": 200,
+            },
+        }
+    )
+
+
+@pytest.mark.slow
+def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
+    load, split = tiny_data
+    methods = [
+        {"name": "none"},
+        {"name": "resta", "params": {"beta": 0.5}},
+        {"name": "safe-lora"},
+        {"name": "safemerge"},
+    ]
+    config = mini_config(tiny_model, tmp_path / "run", methods)
+    results = Experiment(config, load=load, split=split, is_refusal=is_refusal, log=lambda s: None).run()
+
+    rows = results["rows"]
+    assert [r["model"] for r in rows[:3]] == ["original", "aligned", "degraded"]
+    assert [r["method"] for r in rows[3:]] == ["none", "resta", "safe-lora", "safemerge"]
+    for row in rows:
+        assert 0 <= row["hrr_refusal"] <= 1 and 0 <= row["overrefusal"] <= 1
+        low, high = row["hrr_refusal_ci95"]
+        assert low <= row["hrr_refusal"] <= high
+    assert all(r["method_wall_s"] > 0 and r["method_peak_rss_mib"] > 0 for r in rows[4:])
+    aligned = json.loads((tmp_path / "run" / "aligned" / "record.json").read_text())
+    assert aligned["data"]["sources"] == {"advbench->refusal": 4, "hh-rlhf-refusal": 2, "alpaca": 6}
+    target = json.loads((tmp_path / "run" / "targets" / "sst2-h25" / "record.json").read_text())
+    assert target["data_report"]["n_harmful"] == 2
+    per_model = json.loads((tmp_path / "run" / "evals" / "aligned" / "result.json").read_text())
+    assert per_model["safety"]["n"] == 8 and set(per_model["safety"]["judges"]["refusal"]["per_suite"]) == {
+        "harmbench-test",
+        "jbb-harmful",
+        "simplesafetytests",
+        "strongreject",
+    }
+
+    report = write_report(tmp_path / "run")
+    text = report.read_text()
+    assert "## Target: sst2" in text and "| 25% | safemerge |" in text
+    assert (tmp_path / "run" / "report-scatter-refusal.png").stat().st_size > 1000
+
+    # A rerun finds every step done: nothing is trained or generated again.
+    before = (tmp_path / "run" / "generations.sqlite").stat().st_mtime_ns
+    calls = []
+    again = Experiment(
+        config,
+        load=load,
+        split=split,
+        is_refusal=is_refusal,
+        generator_factory=lambda *a: calls.append(a),
+        log=lambda s: None,
+    ).run()
+    assert again["rows"] == rows and calls == []
+    assert (tmp_path / "run" / "generations.sqlite").stat().st_mtime_ns == before
+
+
+def test_run_refuses_to_start_when_training_prompts_overlap_evaluation(tiny_model, tiny_data, tmp_path):
+    load, split = tiny_data
+
+    def leaky_load(name, data_dir=None, split=None):
+        records = load(name, data_dir=data_dir, split=split)
+        if name == "advbench":
+            # An evaluation prompt with different case and punctuation slips into the alignment data.
+            leaked = load("strongreject")[0]
+            records = [*records, type(leaked)("leak", leaked.prompt.upper() + "!!", True, source="advbench")]
+        return records
+
+    from seawall.lab import recipes
+    from seawall.lab.config import AlignRecipe
+
+    # The builder drops it up front; the guard stops a builder that would not.
+    recipe = AlignRecipe(
+        model=str(tiny_model),
+        data={"n_harmful": 100, "n_hh_refusals": 0, "n_benign": 2, "harmful_sources": ["advbench"]},
+    )
+    monkey_examples = []
+
+    def no_filter(spec, seed, exclude, data_dir=None, load=leaky_load, is_refusal=None):
+        from seawall.lab.train import ChatExample
+
+        monkey_examples.append(1)
+        return [ChatExample.of("x", r.prompt, "No.") for r in leaky_load("advbench")], {}
+
+    from seawall.lab import data as lab_data
+
+    examples, report = lab_data.build_align(recipe.data, 0, _eval_set(load), load=leaky_load)
+    assert report["dropped_eval_overlap"] == 1 and all("!!" not in e.prompt for e in examples)
+    original = lab_data.build_align
+    lab_data.build_align = no_filter
+    try:
+        with pytest.raises(
+            SeawallError, match=r"prompt hygiene: 1 training prompt.*strongreject.*normalised"
+        ):
+            recipes.align(recipe, tmp_path / "a", load=leaky_load)
+    finally:
+        lab_data.build_align = original
+    assert monkey_examples and not (tmp_path / "a").exists()
+
+
+def _eval_set(load):
+    from seawall.evaluate.hygiene import normalized_set
+    from seawall.evaluate.suites import evaluation_prompts
+
+    return normalized_set(p for ps in evaluation_prompts(None, load).values() for p in ps)
+
+
+def test_config_file_loads_and_errors_name_the_field(tmp_path):
+    good = tmp_path / "exp.yaml"
+    good.write_text("name: x\ncustomize:\n  tasks: [boolq]\nmethods:\n  - name: none\n")
+    assert load_config(good, output=str(tmp_path / "o")).customize.tasks == ("boolq",)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("align:\n  train:\n    learning_rate: -1\n")
+    with pytest.raises(SeawallError, match="learning_rate"):
+        load_config(bad)
