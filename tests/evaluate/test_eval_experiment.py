@@ -10,7 +10,7 @@ from seawall.evaluate.report import write_report
 TRAIN = {"batch_size": 4, "grad_accum": 1, "max_length": 96, "learning_rate": 5e-3}
 
 
-def mini_config(tiny_model, output, methods):
+def mini_config(tiny_model, output, methods, detector=None):
     return ExperimentConfig.model_validate(
         {
             "name": "mini",
@@ -37,6 +37,7 @@ def mini_config(tiny_model, output, methods):
                 "n_task": 4,
                 "decoding": {"max_new_tokens": 4, "batch_size": 8},
                 "n_boot": 200,
+                "detector": detector,
             },
         }
     )
@@ -45,20 +46,29 @@ def mini_config(tiny_model, output, methods):
 @pytest.mark.slow
 def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
     load, split = tiny_data
+    from seawall.detect import make_detector
+
+    detector = tmp_path / "detector"
+    make_detector("tfidf").fit(split("securebreak")["train"]).save(detector)
+    safegene = {
+        "select": {"top_k": 2, "cumulative": None},
+        "calibrate": {"max_epochs": 1, "batch_size": 4, "response_tokens": 4},
+    }
     methods = [
         {"name": "none"},
         {"name": "resta", "params": {"beta": 0.5}},
         {"name": "safe-lora"},
         {"name": "safemerge"},
+        {"name": "safegene", "params": safegene},
     ]
-    config = mini_config(tiny_model, tmp_path / "run", methods)
+    config = mini_config(tiny_model, tmp_path / "run", methods, str(detector))
     results = Experiment(config, load=load, split=split, is_refusal=is_refusal, log=lambda s: None).run()
 
     rows = results["rows"]
     assert [r["model"] for r in rows[:3]] == ["original", "aligned", "degraded"]
-    assert [r["method"] for r in rows[3:]] == ["none", "resta", "safe-lora", "safemerge"]
+    assert [r["method"] for r in rows[3:]] == ["none", "resta", "safe-lora", "safemerge", "safegene"]
     for row in rows:
-        assert 0 <= row["hrr_refusal"] <= 1 and 0 <= row["overrefusal"] <= 1
+        assert 0 <= row["hrr_refusal"] <= 1 and 0 <= row["hrr_detector"] <= 1 and 0 <= row["overrefusal"] <= 1
         low, high = row["hrr_refusal_ci95"]
         assert low <= row["hrr_refusal"] <= high
     assert all(r["method_wall_s"] > 0 and r["method_peak_rss_mib"] > 0 for r in rows[4:])
@@ -76,7 +86,14 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
 
     report = write_report(tmp_path / "run")
     text = report.read_text()
-    assert "## Target: sst2" in text and "| 25% | safemerge |" in text
+    assert "## Target: sst2" in text and "| 25% | safemerge |" in text and "HRR detector" in text
+    assert json.loads((tmp_path / "run" / "safety-adapter" / "selected.json").read_text())["layers"]
+    assert (
+        "coefficients"
+        in json.loads((tmp_path / "run" / "restored" / "sst2-h25" / "safegene" / "record.json").read_text())[
+            "report"
+        ]
+    )
     assert (tmp_path / "run" / "report-scatter-refusal.png").stat().st_size > 1000
 
     # A rerun finds every step done: nothing is trained or generated again.
@@ -95,7 +112,7 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
 
 
 def test_run_refuses_to_start_when_training_prompts_overlap_evaluation(tiny_model, tiny_data, tmp_path):
-    load, split = tiny_data
+    load, _ = tiny_data
 
     def leaky_load(name, data_dir=None, split=None):
         records = load(name, data_dir=data_dir, split=split)

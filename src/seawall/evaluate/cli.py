@@ -28,7 +28,7 @@ def _evaluator(model: str, backend: str, max_new_tokens: int, seed: int, data_di
     from seawall.evaluate.harness import Decoding, Evaluator
     from seawall.generation.cache import GenerationCache, model_fingerprint
 
-    decoding = Decoding(max_new_tokens=max_new_tokens)
+    decoding = Decoding(max_new_tokens=max_new_tokens, task_max_new_tokens=max_new_tokens)
     if backend == "transformers":
         from seawall.lab.recipes import resolve_model_dir
 

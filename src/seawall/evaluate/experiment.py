@@ -243,12 +243,12 @@ class Experiment:
         self.log(f"measure {label} ({model_dir})")
         lazy: dict[str, Callable] = {}
 
-        def generate(conversations: list) -> list[str]:
+        def generate(conversations: list, decoding: Decoding) -> list[str]:
             # Only load the model when the cache misses.
             if "fn" not in lazy:
                 factory = self.generator_factory or _default_generator
                 lazy["fn"] = factory(model_dir, settings.decoding, self.config.threads)
-            return lazy["fn"](conversations)
+            return lazy["fn"](conversations, decoding)
 
         evaluator = Evaluator(
             generate,

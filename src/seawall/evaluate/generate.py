@@ -10,7 +10,7 @@ from seawall.evaluate.harness import Decoding, Messages
 
 def backend_generator(
     model: str | Path, decoding: Decoding, threads: int = 2, backend: str = "transformers", **options: object
-) -> Callable[[list[Messages]], list[str]]:
+) -> Callable[[list[Messages], Decoding], list[str]]:
     """A `seawall.generation` backend (transformers by default; openai, vllm) with the harness's decoding settings."""
     from seawall.generation import GenerationConfig, load_generator
 
@@ -19,4 +19,11 @@ def backend_generator(
     if backend == "transformers":
         kwargs.update(batch_size=decoding.batch_size, threads=threads)
     generator = load_generator(backend, **kwargs)
-    return lambda conversations: generator.generate(conversations)
+
+    def generate(conversations: list[Messages], settings: Decoding) -> list[str]:
+        return generator.generate(
+            conversations,
+            GenerationConfig(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature),
+        )
+
+    return generate

@@ -30,16 +30,17 @@ class Decoding(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int = Field(64, ge=1, description="answers to safety and over-refusal prompts")
+    task_max_new_tokens: int = Field(8, ge=1, description="answers to task prompts (a label word)")
     temperature: float = Field(0.0, ge=0, description="0 means greedy")
     batch_size: int = Field(8, ge=1)
 
 
 @dataclass
 class Evaluator:
-    """Measures one model: `generate` maps conversations to replies; `model_id` is the model's fingerprint."""
+    """Measures one model: `generate(conversations, decoding)` returns replies; `model_id` is its fingerprint."""
 
-    generate: Callable[[list[Messages]], list[str]]
+    generate: Callable[[list[Messages], Decoding], list[str]]
     model_id: str
     decoding: Decoding = field(default_factory=Decoding)
     cache: GenerationCache | None = None
@@ -48,13 +49,18 @@ class Evaluator:
     load: Callable = _default_load
     n_boot: int = 2000
 
-    def respond(self, prompts: Sequence[str]) -> list[str]:
+    def respond(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> list[str]:
         """Single-turn replies to `prompts`, through the cache when there is one."""
         conversations = [[{"role": "user", "content": p}] for p in prompts]
-        settings = self.decoding.model_dump(exclude={"batch_size"})
+        decoding = self.decoding.model_copy(
+            update={"max_new_tokens": max_new_tokens or self.decoding.max_new_tokens}
+        )
+        settings = decoding.model_dump(include={"max_new_tokens", "temperature"})
         if self.cache is None:
-            return self.generate(conversations)
-        return self.cache.generate(self.generate, conversations, self.model_id, settings)
+            return self.generate(conversations, decoding)
+        return self.cache.generate(
+            lambda c: self.generate(c, decoding), conversations, self.model_id, settings
+        )
 
     def safety(self, judges: Sequence[Any], n_per_suite: int | None = 30) -> tuple[dict, list[dict]]:
         """HRR per judge (overall, per suite, per category) on a seeded sample of the held-out harmful sets."""
@@ -103,7 +109,7 @@ class Evaluator:
         for name in tasks:
             task = TASKS[name]
             examples = task_test_examples(name, n_per_task, self.seed, self.data_dir, self.load)
-            responses = self.respond([task.prompt(x) for x in examples])
+            responses = self.respond([task.prompt(x) for x in examples], self.decoding.task_max_new_tokens)
             correct, parsed = [], []
             for example, out in zip(examples, responses, strict=True):
                 gold, guess = task.answer(example), task.parse(out)
