@@ -22,7 +22,13 @@ class Suite:
 SAFETY_SUITES: dict[str, Suite] = {
     s.name: s
     for s in (
-        Suite("harmbench-test", "harmbench", "test", lambda r: r.harmful),
+        # Standard behaviours only: contextual ones carry long documents, copyright ones measure memorisation.
+        Suite(
+            "harmbench-test",
+            "harmbench",
+            "test",
+            lambda r: r.harmful and r.metadata.get("FunctionalCategory", "standard") == "standard",
+        ),
         Suite("strongreject", "strongreject", None, lambda r: r.harmful),
         Suite("jbb-harmful", "jbb-harmful", None, lambda r: r.harmful),
         Suite("simplesafetytests", "simplesafetytests", None, lambda r: r.harmful),
