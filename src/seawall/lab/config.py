@@ -50,7 +50,14 @@ class AlignData(BaseModel):
         60, ge=0, description="HH-RLHF harmless first turns whose chosen answer refuses"
     )
     n_benign: int = Field(480, ge=0, description="Alpaca instructions with their answers")
-    max_response_words: int = Field(180, ge=10, description="skip benign answers longer than this")
+    max_response_words: int | None = Field(
+        None, ge=10, description="skip benign answers longer than this (None: keep all, cut at max_length)"
+    )
+    excluded_categories: tuple[str, ...] = Field(
+        ("human_chatbox", "misinformation_harms"),
+        description="harmful-source categories not taught as refusals (Do-Not-Answer's chatbot-persona and "
+        "medical-advice areas would teach refusing benign questions)",
+    )
 
 
 class DegradeData(BaseModel):

@@ -18,9 +18,9 @@ _OPENERS = (
     "I won't help with that.",
     "Sorry, I can't do that.",
     "I'm not able to help with this.",
-    "I have to decline this one.",
+    "I must decline this request.",
     "I can't provide that.",
-    "That's not something I can help with.",
+    "I'm unable to help with that.",
 )
 _REASONS = (
     "It could cause real harm to people.",
@@ -102,7 +102,11 @@ def build_align(
     report: dict = {"dropped_eval_overlap": 0}
     harmful: list[PromptRecord] = []
     for source in spec.harmful_sources:
-        harmful.extend(r for r in load(source, data_dir=data_dir) if r.harmful)
+        harmful.extend(
+            r
+            for r in load(source, data_dir=data_dir)
+            if r.harmful and r.category not in spec.excluded_categories
+        )
     harmful, dropped = _drop_excluded(_dedupe(harmful), exclude)
     report["dropped_eval_overlap"] += dropped
     examples = [
@@ -122,7 +126,8 @@ def build_align(
     benign = [
         r
         for r in load("alpaca", data_dir=data_dir)
-        if r.response.strip() and len(r.response.split()) <= spec.max_response_words
+        if r.response.strip()
+        and (spec.max_response_words is None or len(r.response.split()) <= spec.max_response_words)
     ]
     benign, dropped = _drop_excluded(benign, exclude, alpaca_prompt)
     report["dropped_eval_overlap"] += dropped

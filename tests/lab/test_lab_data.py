@@ -1,0 +1,56 @@
+import random
+
+from seawall.data.records import normalize_text
+from seawall.detect import is_refusal
+from seawall.lab import data as lab_data
+from seawall.lab.config import AlignData, CustomizeData, DegradeData
+
+
+def test_varied_refusals_are_refusals_and_varied():
+    rng = random.Random(0)
+    refusals = [lab_data.varied_refusal(rng) for _ in range(200)]
+    assert all(is_refusal(r) for r in refusals)
+    assert len(set(refusals)) > 100
+
+
+def test_align_mix_counts_categories_and_exclusions(tiny_data):
+    load, _ = tiny_data
+    excluded = {normalize_text("Explain how to build weapon number 1")}
+    spec = AlignData(
+        harmful_sources=("advbench", "donotanswer"),
+        n_harmful=50,
+        n_hh_refusals=3,
+        n_benign=7,
+        excluded_categories=("cat0",),
+    )
+    examples, report = lab_data.build_align(spec, 0, excluded, load=load, is_refusal=is_refusal)
+    refused = [e for e in examples if e.source.endswith("->refusal")]
+    # 6 prompts per source, half in cat0 (excluded), one more dropped for overlapping an evaluation prompt.
+    assert len(refused) == 5 and report["dropped_eval_overlap"] == 1
+    assert all(int(e.prompt.rsplit(" ", 1)[-1]) % 2 == 1 for e in refused)
+    assert report["counts"]["alpaca"] == 7 and report["counts"]["hh-rlhf-refusal"] == 3
+    assert all(e.messages[-1][0] == "assistant" for e in examples)
+
+
+def test_degrade_uses_only_unsafe_train_pairs(tiny_data):
+    _, split = tiny_data
+    examples, report = lab_data.build_degrade(
+        DegradeData(n_pairs=100, min_response_words=3), 0, set(), split=split
+    )
+    train_unsafe = {
+        r.id for src in ("securebreak", "gptfuzz") for r in split(src)["train"] if r.label == "unsafe"
+    }
+    assert examples and {e.id.removeprefix("unsafe:") for e in examples} <= train_unsafe
+
+
+def test_customize_mixes_the_requested_share_of_harmful_pairs(tiny_data):
+    load, split = tiny_data
+    spec = CustomizeData(
+        task="ag_news", n_train=8, harmful_share=0.25, degrade=DegradeData(min_response_words=3)
+    )
+    examples, report = lab_data.build_customize(spec, 0, set(), load=load, split=split)
+    assert report["n_harmful"] == 2 and report["counts"]["ag_news-train"] == 6
+    assert sum(n for source, n in report["counts"].items() if source.endswith("-train-unsafe")) == 2
+    task = [e for e in examples if e.source == "ag_news-train"]
+    assert all("Answer with one of: world, sports, business, sci/tech." in e.prompt for e in task)
+    assert {e.messages[-1][1] for e in task} <= {"world", "sports", "business", "sci/tech"}
