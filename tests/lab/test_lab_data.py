@@ -41,6 +41,7 @@ def test_degrade_uses_only_unsafe_train_pairs(tiny_data):
         r.id for src in ("securebreak", "gptfuzz") for r in split(src)["train"] if r.label == "unsafe"
     }
     assert examples and {e.id.removeprefix("unsafe:") for e in examples} <= train_unsafe
+    assert report["available"] == len(examples) == len({normalize_text(e.prompt) for e in examples})
 
 
 def test_customize_mixes_the_requested_share_of_harmful_pairs(tiny_data):
