@@ -95,6 +95,8 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
         ]
     )
     assert (tmp_path / "run" / "report-scatter-refusal.png").stat().st_size > 1000
+    assert (tmp_path / "run" / "report-safegene-layers.png").stat().st_size > 1000
+    assert "SafeGene layer scores" in text and "HRR per category (detector judge)" in text
 
     # A rerun finds every step done: nothing is trained or generated again.
     before = (tmp_path / "run" / "generations.sqlite").stat().st_mtime_ns

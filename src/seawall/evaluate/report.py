@@ -154,28 +154,39 @@ def plot_categories(run_dir: Path, results: dict, path: Path, judge: str) -> boo
     return True
 
 
+def _layer(group: str) -> int | None:
+    head = group.split(":")[0].split(".")[0]
+    return int(head) if head.isdigit() else None
+
+
 def plot_safegene_layers(run_dir: Path, path: Path) -> bool:
-    """SafeGene layer scores and per-layer coefficients, from restored/*/safegene/record.json when present."""
+    """SafeGene's layer scores (safety-adapter manifest) and each target's fitted per-layer coefficients."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = sorted((run_dir / "restored").glob("*/safegene/record.json"))
-    found = [(p.parent.parent.name, json.loads(p.read_text())) for p in records]
-    found = [(name, r) for name, r in found if r.get("layer_scores") or r.get("coefficients")]
-    if not found:
+    manifest = run_dir / "safety-adapter" / "safegene.json"
+    scores = json.loads(manifest.read_text()).get("layer_scores", {}) if manifest.exists() else {}
+    fits = []
+    for record in sorted((run_dir / "restored").glob("*/safegene/record.json")):
+        coefficients = json.loads(record.read_text()).get("report", {}).get("coefficients") or {}
+        points = sorted((_layer(g), a) for g, a in coefficients.items() if _layer(g) is not None)
+        if points:
+            fits.append((record.parent.parent.name, points))
+    if not scores and not fits:
         return False
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
-    scores = found[0][1].get("layer_scores") or {}
-    top.bar([int(k) for k in scores], list(scores.values()))
+    for name, values in scores.items():
+        top.plot(range(len(values)), values, marker="o", label=name)
     top.set_ylabel("layer score")
-    for name, record in found:
-        coef = record.get("coefficients") or {}
-        bottom.plot([int(k) for k in coef], list(coef.values()), marker="o", label=name)
+    top.legend(fontsize=7)
+    for name, points in fits:
+        bottom.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
     bottom.set_xlabel("layer")
-    bottom.set_ylabel("coefficient")
-    bottom.legend(fontsize=7)
+    bottom.set_ylabel("coefficient α")
+    if fits:
+        bottom.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
