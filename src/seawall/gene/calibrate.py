@@ -204,7 +204,7 @@ def fit_coefficients(
             optimizer.step()
             with torch.no_grad():
                 alpha.clamp_(0.0, config.alpha_max)
-            epoch.append(float(loss))
+            epoch.append(float(loss.detach()))
         step_losses.extend(epoch)
         mean = sum(epoch) / len(epoch)
         curve.append(mean)
