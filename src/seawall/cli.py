@@ -11,6 +11,7 @@ from rich.text import Text
 from seawall import __version__
 from seawall.data.cli import app as data_app
 from seawall.errors import SeawallError
+from seawall.gene.cli import app as gene_app
 
 app = typer.Typer(
     name="seawall",
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(gene_app, name="gene")
 
 
 @app.command()

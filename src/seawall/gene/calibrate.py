@@ -281,3 +281,36 @@ def _target_digest(target: Any) -> dict[str, Any] | None:
     except ModelError:
         return None
     return {k: fp[k] for k in ("model_type", "num_layers", "hidden_size", "num_parameters", "arch_digest")}
+
+
+def plot_loss_curve(result: CalibrationResult, path: str | Path) -> Path:
+    """PNG of the per-step and per-epoch calibration loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    steps_per_epoch = max(1, len(result.step_losses) // max(1, result.epochs))
+    ax.plot(
+        range(1, len(result.step_losses) + 1), result.step_losses, color="tab:gray", alpha=0.6, label="step"
+    )
+    ax.plot(
+        [steps_per_epoch * (i + 1) for i in range(len(result.loss_curve))],
+        result.loss_curve,
+        marker="o",
+        color="tab:blue",
+        label="epoch mean",
+    )
+    ax.set_xlabel("step")
+    ax.set_ylabel("refusal CE + λ·retain KL")
+    ax.set_title(f"calibration: {result.initial_loss:.3f} → {result.final_loss:.3f}")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
