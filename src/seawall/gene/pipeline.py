@@ -53,9 +53,11 @@ def run_recipe(
     base = base_dir or Path.cwd()
     p = {
         k: _path(base, getattr(recipe, k))
-        for k in ("aligned", "degraded", "base", "target", "task_lora", "safety_lora", "adapter")
+        for k in ("aligned", "degraded", "base", "target", "task_lora", "safety_lora")
     }
-    output = _path(base, recipe.output)
+    # written paths are always relative to the recipe file
+    p["adapter"] = str(base / recipe.adapter) if recipe.adapter else None
+    output = str(base / recipe.output)
     started = time.perf_counter()
     summary: dict[str, Any] = {"method": recipe.method, "recipe": recipe.model_dump(mode="json")}
     if recipe.method != "safegene":
