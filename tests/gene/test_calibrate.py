@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from seawall.gene import CalibrateConfig, SafetyAdapter, SelectConfig, calibrate, extract, select_layers
-from seawall.gene.calibrate import DeltaForward
+from seawall.gene.calibration import DeltaForward
 from seawall.gene.modeling import load_causal_lm
-from seawall.gene.select import choose_layers
+from seawall.gene.selection import choose_layers
 
 FAST = dict(max_epochs=6, batch_size=6, response_tokens=4, max_length=64, lr=0.1, patience=3)
 

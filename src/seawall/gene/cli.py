@@ -73,7 +73,7 @@ def extract(
 ) -> None:
     """Extract a safety adapter τ = A − D (dense, low-rank PEFT, or distilled) with its manifest."""
     from seawall.gene.config import ExtractConfig
-    from seawall.gene.extract import extract as run_extract
+    from seawall.gene.extraction import extract as run_extract
 
     cfg = _config(
         ExtractConfig,
@@ -122,7 +122,7 @@ def select(
     """Score layers from activations (contrast) and/or refusal-loss drop (sensitivity), select, plot."""
     from seawall.gene.adapter import SafetyAdapter
     from seawall.gene.config import SelectConfig
-    from seawall.gene.select import select_layers
+    from seawall.gene.selection import select_layers
 
     data = {}
     if config:
@@ -160,8 +160,8 @@ def calibrate(
 ) -> None:
     """Fit one coefficient per selected layer on T from few shots; print α and save the loss curve."""
     from seawall.gene.adapter import SafetyAdapter
-    from seawall.gene.calibrate import calibrate as run_calibrate
-    from seawall.gene.calibrate import plot_loss_curve
+    from seawall.gene.calibration import calibrate as run_calibrate
+    from seawall.gene.calibration import plot_loss_curve
     from seawall.gene.config import CalibrateConfig
 
     cfg = _config(
@@ -199,7 +199,7 @@ def apply_cmd(
 ) -> None:
     """Write T' = T + Σ α·τ as merged weights or as a PEFT adapter with the coefficients folded in."""
     from seawall.gene.adapter import SafetyAdapter
-    from seawall.gene.apply import apply
+    from seawall.gene.export import apply
 
     out = apply(SafetyAdapter.load(adapter), target, output, format=format, overwrite=overwrite)
     console.print(f"wrote {format} model to {out}")

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from seawall.gene.adapter import MANIFEST_NAME, SafetyAdapter
-from seawall.gene.apply import apply
-from seawall.gene.calibrate import calibrate, plot_loss_curve
+from seawall.gene.calibration import calibrate, plot_loss_curve
 from seawall.gene.config import Recipe, load_yaml_config
-from seawall.gene.extract import extract
+from seawall.gene.export import apply
+from seawall.gene.extraction import extract
 from seawall.gene.methods.registry import get_method
-from seawall.gene.select import select_layers
+from seawall.gene.selection import select_layers
 from seawall.gene.shots import Shots, load_shots
 from seawall.io import atomic_write_json
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from seawall.errors import ModelError
 from seawall.gene.adapter import SafetyAdapter, layer_index
-from seawall.gene.calibrate import DeltaForward
+from seawall.gene.calibration import DeltaForward
 from seawall.gene.config import SelectConfig
 from seawall.gene.modeling import (
     build_batch,
