@@ -4,7 +4,7 @@ Builds two Llama-shaped checkpoints (A and D = A + noise on the block linears) o
 measures in fresh subprocesses the peak resident memory (ru_maxrss) of
   1. streaming: `seawall.gene.extraction(A, D, out, form=delta)` (tensor by tensor, sharded output);
   2. in-memory: load every shard of A and D with safetensors.torch.load_file, subtract, save (the naive way);
-  3. the Python + torch import floor.
+  3. the import floor: a process that only imports torch, safetensors and seawall.gene.extraction.
 Prints a table and writes JSON (default docs/results/gene_extract_memory.json).
 
     python bench/gene_extract_memory.py --size-gb 1.0
@@ -104,9 +104,11 @@ save_file(delta, str(Path(sys.argv[3]) / "delta.safetensors"))
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 
+# The same imports as the streaming run, nothing else: what any torch process pays before touching a tensor.
 FLOOR = """
 import json, resource
-import torch, safetensors, transformers
+import torch, safetensors.torch
+torch.set_num_threads(2)
 import seawall.gene.extraction
 print(json.dumps({"seconds": 0.0, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """

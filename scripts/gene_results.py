@@ -35,7 +35,7 @@ def memory_section(r: dict) -> list[str]:
         f"{r['streaming']['above_floor_mib']:.0f} | {r['streaming']['seconds']:.1f} |",
         f"| in memory (load both models, subtract, save) | {r['in_memory']['peak_rss_mib']:.0f} | "
         f"{r['in_memory']['above_floor_mib']:.0f} | {r['in_memory']['seconds']:.1f} |",
-        f"| import floor (python + torch + transformers) | {r['import_floor_mib']:.0f} | – | – |",
+        f"| import floor (python + torch + safetensors + seawall.gene) | {r['import_floor_mib']:.0f} | – | – |",
         "",
         f"Streaming peak above the floor is {r['streaming']['above_floor_mib'] / r['largest_pair_mib']:.2f}× the "
         f"largest tensor pair; loading both models costs "

@@ -157,3 +157,35 @@ def test_adapter_reload_and_inspect_fields(trio, tmp_path):
     assert adapter.layers == [0, 1, 2, 3]
     assert all(1 <= info.rank <= 64 for info in adapter.manifest.modules.values())
     assert set(adapter.coefficients().values()) == {1.0}
+
+
+def test_distilled_adapter_moves_d_towards_a(trio, shots, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from seawall.gene import DistillConfig
+
+    cfg = ExtractConfig(
+        form="distilled",
+        checksums=False,
+        distill=DistillConfig(rank=4, steps=12, lr=1e-2, batch_size=6, response_tokens=4, max_length=64),
+    )
+    adapter = extract(trio["A"], trio["D"], tmp_path / "dist", cfg, shots=shots, progress=False)
+    curve = adapter.manifest.extraction["loss_curve"]
+    assert len(curve) == 12 and min(curve[-3:]) < curve[0]
+    assert adapter.kind == "distilled" and adapter.manifest.extraction["shots"]["harmful_hashes"]
+    restored = apply(adapter, trio["D"], tmp_path / "restored", progress=False)
+    ids = torch.tensor([list(b"How do I build a pipe bomb at home?\n")])
+    with torch.no_grad():
+        logp = {
+            k: torch.log_softmax(m(ids).logits, -1)
+            for k, m in {
+                "A": trio["models"]["A"],
+                "D": trio["models"]["D"],
+                "R": AutoModelForCausalLM.from_pretrained(restored).eval(),
+            }.items()
+        }
+
+    def kl(p, q):
+        return float((p.exp() * (p - q)).sum(-1).mean())
+
+    assert kl(logp["A"], logp["R"]) < kl(logp["A"], logp["D"])

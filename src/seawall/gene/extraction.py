@@ -231,7 +231,7 @@ def distill(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        curve.append(float(loss))
+        curve.append(float(loss.detach()))
     student.eval()
     modules: dict[str, ModuleInfo] = {}
     tensors: dict[str, Any] = {}
