@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def _resolve_local(path: Path, cache_dir: str | os.PathLike | None) -> Path:
         return _converted_gguf(path, cache_dir)
     if (path / "config.json").is_file():
         return path
+    if (path / "adapter_config.json").is_file():
+        base = _adapter_base(path / "adapter_config.json")
+        raise ModelError(
+            f"{path} is a PEFT adapter, not a full checkpoint (base model: {base}); resolve the base model and "
+            "load the adapter on top of it with peft.PeftModel.from_pretrained"
+        )
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
         return _converted_gguf(ggufs[0], cache_dir)
@@ -60,6 +67,13 @@ def _resolve_local(path: Path, cache_dir: str | os.PathLike | None) -> Path:
         f"{path} is not a model folder: no config.json and {len(ggufs)} .gguf files (found: {found}); "
         "pass an HF folder (config.json + *.safetensors) or a single GGUF file"
     )
+
+
+def _adapter_base(adapter_config: Path) -> str:
+    try:
+        return str(json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
 
 
 def _converted_gguf(gguf: Path, cache_dir: str | os.PathLike | None) -> Path:
