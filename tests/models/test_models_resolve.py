@@ -79,7 +79,7 @@ def test_gguf_file_is_converted_once_to_an_equivalent_float_folder(tiny_gguf, tm
     def no_second_conversion(*args, **kwargs):
         raise AssertionError("a cached conversion must be reused")
 
-    monkeypatch.setattr("seawall.models.convert.convert_gguf", no_second_conversion)
+    monkeypatch.setattr("seawall.models.resolve.convert_gguf", no_second_conversion)
     assert resolve_model(gguf_path, cache_dir=tmp_path) == folder
 
 

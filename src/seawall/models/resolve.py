@@ -8,6 +8,7 @@ from pathlib import Path
 
 from seawall.errors import ModelError
 from seawall.models.cache import entry_lock, is_complete, models_root, sha256_file
+from seawall.models.convert import convert_gguf
 from seawall.models.packaged import PACKAGED, find_packaged
 from seawall.models.provision import Downloader, fetch
 
@@ -78,8 +79,6 @@ def _adapter_base(adapter_config: Path) -> str:
 
 def _converted_gguf(gguf: Path, cache_dir: str | os.PathLike | None) -> Path:
     """The cached float copy of a local GGUF file, keyed by the file's sha256 so an edited file reconverts."""
-    from seawall.models.convert import convert_gguf
-
     root = models_root(cache_dir) / "gguf"
     root.mkdir(parents=True, exist_ok=True)
     digest = sha256_file(gguf)
