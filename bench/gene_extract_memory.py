@@ -1,10 +1,9 @@
 """Peak memory of streaming safety-vector extraction vs loading both models, on a synthetic sharded checkpoint.
 
 Builds two Llama-shaped checkpoints (A and D = A + noise on the block linears) of `--size-gb` each, sharded, then
-measures in fresh subprocesses the peak resident memory (ru_maxrss) of
+measures, each in a fresh subprocess, the peak resident memory (VmHWM, reset after imports) of
   1. streaming: `seawall.gene.extraction(A, D, out, form=delta)` (tensor by tensor, sharded output);
   2. in-memory: load every shard of A and D with safetensors.torch.load_file, subtract, save (the naive way);
-  3. the import floor: a process that only imports torch, safetensors and seawall.gene.extraction.
 Prints a table and writes JSON (default docs/results/gene_extract_memory.json).
 
     python bench/gene_extract_memory.py --size-gb 1.0
@@ -14,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -76,22 +76,45 @@ def build(
     (folder / "config.json").write_text(json.dumps(config))
 
 
-STREAM = """
-import json, resource, sys, time
-import torch
-torch.set_num_threads(2)
-from seawall.gene import ExtractConfig, extract
-t = time.perf_counter()
-extract(sys.argv[1], sys.argv[2], sys.argv[3], ExtractConfig(form="delta", checksums=False), progress=False)
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-"""
-
-IN_MEMORY = """
-import json, resource, sys, time
+# Each job resets the kernel's high-water mark (VmHWM) after its imports, so the peak it reports is the job's own
+# working set on top of what the process already held (imports), not the import transient.
+PRELUDE = """
+import json, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(2)
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+"""
+
+STREAM = (
+    PRELUDE
+    + """
+from seawall.gene import ExtractConfig, extract
+import seawall.gene.extraction
+reset_peak()
+base = status("VmRSS")
+t = time.perf_counter()
+extract(sys.argv[1], sys.argv[2], sys.argv[3], ExtractConfig(form="delta", checksums=False), progress=False)
+print(json.dumps({"seconds": time.perf_counter() - t, "base_kb": base, "peak_kb": status("VmHWM")}))
+"""
+)
+
+IN_MEMORY = (
+    PRELUDE
+    + """
 from safetensors.torch import load_file, save_file
+reset_peak()
+base = status("VmRSS")
 t = time.perf_counter()
 a, d = {}, {}
 for f in sorted(Path(sys.argv[1]).glob("*.safetensors")):
@@ -101,17 +124,9 @@ for f in sorted(Path(sys.argv[2]).glob("*.safetensors")):
 delta = {k: a[k] - d[k] for k in a if ".layers." in k and k.endswith("proj.weight")}
 Path(sys.argv[3]).mkdir(parents=True, exist_ok=True)
 save_file(delta, str(Path(sys.argv[3]) / "delta.safetensors"))
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"seconds": time.perf_counter() - t, "base_kb": base, "peak_kb": status("VmHWM")}))
 """
-
-# The same imports as the streaming run, nothing else: what any torch process pays before touching a tensor.
-FLOOR = """
-import json, resource
-import torch, safetensors.torch
-torch.set_num_threads(2)
-import seawall.gene.extraction
-print(json.dumps({"seconds": 0.0, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-"""
+)
 
 
 def measure(code: str, *args: str) -> dict:
@@ -153,10 +168,18 @@ def main() -> None:
     largest = max(4 * hidden * inter, 4 * vocab * hidden)
     largest_linear = 4 * hidden * inter
 
-    floor = measure(FLOOR)
     stream = measure(STREAM, str(work / "A"), str(work / "D"), str(work / "out-stream"))
     naive = measure(IN_MEMORY, str(work / "A"), str(work / "D"), str(work / "out-naive"))
     mib = 1024**2
+
+    def row(m: dict) -> dict:
+        return {
+            "seconds": m["seconds"],
+            "rss_after_imports_mib": m["base_kb"] / 1024,
+            "peak_rss_mib": m["peak_kb"] / 1024,
+            "peak_above_imports_mib": (m["peak_kb"] - m["base_kb"]) / 1024,
+        }
+
     result = {
         "benchmark": "gene_extract_memory",
         "checkpoint": {
@@ -169,23 +192,24 @@ def main() -> None:
             "largest_block_linear_bytes": largest_linear,
             "build_seconds": build_seconds,
         },
-        "import_floor_mib": floor["peak_rss_kb"] / 1024,
-        "streaming": {"peak_rss_mib": stream["peak_rss_kb"] / 1024, "seconds": stream["seconds"]},
-        "in_memory": {"peak_rss_mib": naive["peak_rss_kb"] / 1024, "seconds": naive["seconds"]},
-        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "streaming": row(stream),
+        "in_memory": row(naive),
+        "largest_pair_mib": 2 * largest_linear / mib,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
     }
-    result["streaming"]["above_floor_mib"] = result["streaming"]["peak_rss_mib"] - result["import_floor_mib"]
-    result["in_memory"]["above_floor_mib"] = result["in_memory"]["peak_rss_mib"] - result["import_floor_mib"]
-    result["largest_pair_mib"] = 2 * largest_linear / mib
     print(
         f"checkpoint: {layers} layers, hidden {hidden}, {size / 1024**3:.2f} GiB per model, "
         f"{result['checkpoint']['shards_per_model']} shards; largest block linear {largest_linear / mib:.0f} MiB"
     )
-    print(f"{'method':<12}{'peak RSS MiB':>14}{'above import MiB':>18}{'seconds':>10}")
+    print(
+        f"{'method':<12}{'RSS after imports':>19}{'peak RSS':>10}{'peak - imports':>16}{'seconds':>9}  (MiB)"
+    )
     for key in ("streaming", "in_memory"):
-        row = result[key]
-        print(f"{key:<12}{row['peak_rss_mib']:>14.0f}{row['above_floor_mib']:>18.0f}{row['seconds']:>10.1f}")
-    print(f"{'import floor':<12}{result['import_floor_mib']:>14.0f}")
+        r = result[key]
+        print(
+            f"{key:<12}{r['rss_after_imports_mib']:>19.0f}{r['peak_rss_mib']:>10.0f}"
+            f"{r['peak_above_imports_mib']:>16.0f}{r['seconds']:>9.1f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

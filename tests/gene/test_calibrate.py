@@ -12,7 +12,7 @@ from seawall.gene.calibration import DeltaForward
 from seawall.gene.modeling import load_causal_lm
 from seawall.gene.selection import choose_layers
 
-FAST = dict(max_epochs=6, batch_size=6, response_tokens=4, max_length=64, lr=0.1, patience=3)
+FAST = dict(max_epochs=4, batch_size=6, response_tokens=4, max_length=64, lr=0.1, patience=3)
 
 
 @pytest.fixture()
