@@ -110,7 +110,7 @@ def extract(
                 stored = tau.to(_DTYPES[config.dtype])
                 modules[module] = ModuleInfo(shape=list(tau.shape), norm=float(torch.linalg.norm(tau)))
                 if writer is not None:
-                    writer.add(name, stored)
+                    writer.add(name, stored, validate=False)  # A and D were checked on read
                 else:
                     tensors[name] = stored
             else:
