@@ -189,3 +189,34 @@ def test_distilled_adapter_moves_d_towards_a(trio, shots, tmp_path):
         return float((p.exp() * (p - q)).sum(-1).mean())
 
     assert kl(logp["A"], logp["R"]) < kl(logp["A"], logp["D"])
+
+
+def test_peft_output_stacks_with_a_task_lora(trio, tmp_path):
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(5)
+    task = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(trio["T"]), LoraConfig(r=4, target_modules=["q_proj", "up_proj"])
+    )
+    for name, param in task.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    task.save_pretrained(tmp_path / "task")
+    merged_task = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(trio["T"]), tmp_path / "task"
+    )
+    merged_task.merge_and_unload().save_pretrained(tmp_path / "T-merged")
+    adapter = extract(trio["A"], trio["D"], None, ExtractConfig(form="lora", rank=4), progress=False)
+    apply(adapter, tmp_path / "T-merged", tmp_path / "merged", progress=False)
+    apply(adapter, trio["T"], tmp_path / "safety", format="peft", progress=False)
+    stacked = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(trio["T"]), tmp_path / "task", adapter_name="task"
+    )
+    stacked.load_adapter(tmp_path / "safety", adapter_name="safety")
+    stacked.base_model.set_adapter(["task", "safety"])
+    ids = torch.randint(0, 256, (1, 10))
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()(ids).logits
+        got = stacked.eval()(ids).logits
+    assert float((want - got).abs().max()) < 1e-5
