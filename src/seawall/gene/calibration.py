@@ -110,12 +110,13 @@ def prepare_data(
     model: torch.nn.Module, tokenizer: Any, shots: Shots, config: CalibrateConfig
 ) -> CalibrationData:
     """Tokenise the shots; generate T's greedy answers to the benign prompts and keep T's log-probs on them."""
-    h_prompts = [prompt_ids(tokenizer, p) for p in shots.harmful]
+    room = max(8, config.max_length - config.response_tokens)
+    h_prompts = [prompt_ids(tokenizer, p, room) for p in shots.harmful]
     refusals = [target_ids(tokenizer, t) for t in refusal_targets(len(h_prompts), config.seed)]
     refusal = build_batch(tokenizer, h_prompts, refusals, config.max_length)
     if not shots.benign:
         return CalibrationData(refusal, None)
-    b_prompts = [prompt_ids(tokenizer, p) for p in shots.benign]
+    b_prompts = [prompt_ids(tokenizer, p, room) for p in shots.benign]
     answers = greedy_answers(model, tokenizer, b_prompts, config.response_tokens)
     retain = build_batch(tokenizer, b_prompts, answers, config.max_length)
     refs = []

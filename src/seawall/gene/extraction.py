@@ -179,7 +179,8 @@ def distill(
         f"degraded model {degraded}",
     )
     tokenizer = load_tokenizer(aligned)
-    prompts = [prompt_ids(tokenizer, p) for p in shots.harmful + shots.benign]
+    room = max(8, dcfg.max_length - dcfg.response_tokens)
+    prompts = [prompt_ids(tokenizer, p, room) for p in shots.harmful + shots.benign]
     answers = (
         greedy_answers(teacher, tokenizer, prompts, dcfg.response_tokens) if dcfg.response_tokens else None
     )
