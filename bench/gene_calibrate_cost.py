@@ -128,12 +128,13 @@ def main() -> None:
     parser.add_argument("--sft-examples", type=int, default=480)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads for both jobs")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "gene_calibrate_cost.json")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     from seawall.gene import CalibrateConfig, ExtractConfig, calibrate, extract, load_shots
 
     work = Path(tempfile.mkdtemp(prefix="seawall-bench-cal-"))
