@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import shutil
 import sys
 import tempfile
@@ -78,6 +77,19 @@ def build_models(work: Path, model: Path | None, hidden: int, layers: int) -> tu
         tokenizer.save_pretrained(work / name)
         paths[name] = work / name
     return paths, sum(p.numel() for p in target.parameters())
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_peak() -> int:
+    """Reset the kernel's resident high-water mark (VmHWM) and return the current RSS in KiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status("VmRSS")
 
 
 def sft_epoch(target: Path, n_examples: int, batch_size: int, max_length: int) -> dict:
@@ -145,10 +157,14 @@ def main() -> None:
         )
         shots = load_shots(n_harmful=32, n_benign=32)
         config = CalibrateConfig()
+        base = _reset_peak()
         started = time.perf_counter()
         result = calibrate(adapter, paths["T"], shots, config, progress=False)
         calib_seconds = time.perf_counter() - started
+        calib_peak = (_status("VmHWM") - base) / 1024
+        base = _reset_peak()
         sft = sft_epoch(paths["T"], args.sft_examples, args.batch_size, args.max_length)
+        sft["peak_above_start_mib"] = (_status("VmHWM") - base) / 1024
     finally:
         shutil.rmtree(work, ignore_errors=True)
     record = {
@@ -165,17 +181,21 @@ def main() -> None:
             "initial_loss": result.initial_loss,
             "final_loss": result.final_loss,
             "config": config.model_dump(mode="json"),
+            "peak_above_start_mib": calib_peak,
         },
         "sft_epoch": {**sft, "batch_size": args.batch_size, "lr": 3e-5, "max_length": args.max_length},
         "ratio_calibration_over_sft_epoch": calib_seconds / sft["seconds"],
         "trainable_parameters": {"calibration": len(result.coefficients), "sft": n_params},
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "threads": torch.get_num_threads(),
     }
     print(f"model: {record['model']} ({n_params / 1e6:.1f}M parameters)")
-    print(f"{'job':<28}{'seconds':>10}{'trainable':>14}")
-    print(f"{'calibration (32+32 shots)':<28}{calib_seconds:>10.1f}{len(result.coefficients):>14}")
-    print(f"{'safety SFT, one epoch':<28}{sft['seconds']:>10.1f}{n_params:>14}")
+    print(f"{'job':<28}{'seconds':>10}{'trainable':>14}{'peak MiB':>10}")
+    print(
+        f"{'calibration (32+32 shots)':<28}{calib_seconds:>10.1f}{len(result.coefficients):>14}{calib_peak:>10.0f}"
+    )
+    print(
+        f"{'safety SFT, one epoch':<28}{sft['seconds']:>10.1f}{n_params:>14}{sft['peak_above_start_mib']:>10.0f}"
+    )
     print(f"ratio calibration / SFT epoch: {record['ratio_calibration_over_sft_epoch']:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -54,14 +54,14 @@ def cost_section(r: dict) -> list[str]:
         f"Target: {r['model']} ({r['parameters'] / 1e6:.2f}M parameters), {r['threads']} torch threads, both jobs in "
         "one run on the same machine.",
         "",
-        "| job | trainable parameters | data | seconds |",
-        "|---|---|---|---|",
+        "| job | trainable parameters | data | seconds | peak memory above start (MiB) |",
+        "|---|---|---|---|---|",
         f"| SafeGene calibration (default config, {cal['epochs']} epochs, incl. generating T's retain answers) | "
         f"{cal['groups']} | {cal['shots']['harmful']} harmful + {cal['shots']['benign']} benign prompts | "
-        f"{cal['seconds']:.1f} |",
+        f"{cal['seconds']:.1f} | {cal['peak_above_start_mib']:.0f} |",
         f"| full safety fine-tuning, one epoch (AdamW lr {sft['lr']}, batch {sft['batch_size']}) | "
         f"{r['trainable_parameters']['sft']} | {sft['examples']} examples ({sft['steps']} steps) | "
-        f"{sft['seconds']:.1f} |",
+        f"{sft['seconds']:.1f} | {sft['peak_above_start_mib']:.0f} |",
         "",
         f"**Ratio calibration / SFT epoch: {r['ratio_calibration_over_sft_epoch']:.3f}.** Calibration loss "
         f"{cal['initial_loss']:.3f} → {cal['final_loss']:.3f}.",
