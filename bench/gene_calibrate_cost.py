@@ -2,7 +2,7 @@
 
 Target T: a small random Llama built here (default), or `--model DIR` (e.g. a float SmolLM2 folder). The safety
 adapter is τ = A − D for synthetic A, D around T (its content does not change the cost). Both jobs run on the same
-machine, same threads, back to back:
+machine, same threads, back to back, each in a fresh process (wall time, and peak RSS above its start):
   - calibration: `seawall.gene.calibration` with the default CalibrateConfig on 32 harmful (HarmBench val) + 32 benign
     (Alpaca) prompts, all layers selected — including generating T's retain answers;
   - one epoch of full safety fine-tuning of T (AdamW, lr 3e-5, batch 8) on `--sft-examples` examples: AdvBench
@@ -20,6 +20,7 @@ import argparse
 import json
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -131,8 +132,38 @@ def sft_epoch(target: Path, n_examples: int, batch_size: int, max_length: int) -
     return {"seconds": time.perf_counter() - started, "steps": steps, "examples": len(examples)}
 
 
+def run_job(job: str, work: Path, args: argparse.Namespace) -> dict:
+    """One job in this (fresh) process: its wall time and its peak RSS above the RSS at its start."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from seawall.gene import CalibrateConfig, SafetyAdapter, calibrate, load_shots
+
+    if job == "calibrate":
+        adapter = SafetyAdapter.load(work / "adapter")
+        shots = load_shots(n_harmful=32, n_benign=32)
+        config = CalibrateConfig()
+        base = _reset_peak()
+        started = time.perf_counter()
+        result = calibrate(adapter, work / "T", shots, config, progress=False)
+        return {
+            "seconds": time.perf_counter() - started,
+            "peak_above_start_mib": (_status("VmHWM") - base) / 1024,
+            "epochs": result.epochs,
+            "groups": len(result.coefficients),
+            "shots": {"harmful": 32, "benign": 32},
+            "initial_loss": result.initial_loss,
+            "final_loss": result.final_loss,
+            "config": config.model_dump(mode="json"),
+        }
+    base = _reset_peak()
+    out = sft_epoch(work / "T", args.sft_examples, args.batch_size, args.max_length)
+    out["peak_above_start_mib"] = (_status("VmHWM") - base) / 1024
+    return out
+
+
 def main() -> None:
-    """Time calibration and one SFT epoch on the same target; print and write the ratio."""
+    """Time calibration and one SFT epoch on the same target (each in a fresh process); write the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="real model folder for T (default: random)")
     parser.add_argument("--hidden", type=int, default=256)
@@ -142,56 +173,56 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both jobs")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "gene_calibrate_cost.json")
+    parser.add_argument("--job", choices=["calibrate", "sft"], help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    import torch
-
-    torch.set_num_threads(args.threads)
-    from seawall.gene import CalibrateConfig, ExtractConfig, calibrate, extract, load_shots
+    if args.job:
+        print(json.dumps(run_job(args.job, args.work, args)))
+        return
+    from seawall.gene import ExtractConfig, extract
 
     work = Path(tempfile.mkdtemp(prefix="seawall-bench-cal-"))
     try:
         paths, n_params = build_models(work, args.model, args.hidden, args.layers)
-        adapter = extract(
-            paths["A"], paths["D"], work / "adapter", ExtractConfig(checksums=False), progress=False
-        )
-        shots = load_shots(n_harmful=32, n_benign=32)
-        config = CalibrateConfig()
-        base = _reset_peak()
-        started = time.perf_counter()
-        result = calibrate(adapter, paths["T"], shots, config, progress=False)
-        calib_seconds = time.perf_counter() - started
-        calib_peak = (_status("VmHWM") - base) / 1024
-        base = _reset_peak()
-        sft = sft_epoch(paths["T"], args.sft_examples, args.batch_size, args.max_length)
-        sft["peak_above_start_mib"] = (_status("VmHWM") - base) / 1024
+        extract(paths["A"], paths["D"], work / "adapter", ExtractConfig(checksums=False), progress=False)
+        jobs = {}
+        for job in ("calibrate", "sft"):
+            cmd = [
+                sys.executable,
+                __file__,
+                "--job",
+                job,
+                "--work",
+                str(work),
+                "--threads",
+                str(args.threads),
+            ]
+            cmd += ["--sft-examples", str(args.sft_examples), "--batch-size", str(args.batch_size)]
+            cmd += ["--max-length", str(args.max_length)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            jobs[job] = json.loads(proc.stdout.strip().splitlines()[-1])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    cal, sft = jobs["calibrate"], jobs["sft"]
     record = {
         "benchmark": "gene_calibrate_cost",
         "model": str(args.model)
         if args.model
         else f"random llama hidden {args.hidden} x {args.layers} layers",
         "parameters": n_params,
-        "calibration": {
-            "seconds": calib_seconds,
-            "epochs": result.epochs,
-            "groups": len(result.coefficients),
-            "shots": {"harmful": 32, "benign": 32},
-            "initial_loss": result.initial_loss,
-            "final_loss": result.final_loss,
-            "config": config.model_dump(mode="json"),
-            "peak_above_start_mib": calib_peak,
-        },
+        "calibration": cal,
         "sft_epoch": {**sft, "batch_size": args.batch_size, "lr": 3e-5, "max_length": args.max_length},
-        "ratio_calibration_over_sft_epoch": calib_seconds / sft["seconds"],
-        "trainable_parameters": {"calibration": len(result.coefficients), "sft": n_params},
-        "threads": torch.get_num_threads(),
+        "ratio_calibration_over_sft_epoch": cal["seconds"] / sft["seconds"],
+        "ratio_memory_calibration_over_sft": cal["peak_above_start_mib"]
+        / max(sft["peak_above_start_mib"], 1e-9),
+        "trainable_parameters": {"calibration": cal["groups"], "sft": n_params},
+        "threads": args.threads,
     }
-    print(f"model: {record['model']} ({n_params / 1e6:.1f}M parameters)")
+    print(f"model: {record['model']} ({n_params / 1e6:.1f}M parameters), {args.threads} thread(s)")
     print(f"{'job':<28}{'seconds':>10}{'trainable':>14}{'peak MiB':>10}")
     print(
-        f"{'calibration (32+32 shots)':<28}{calib_seconds:>10.1f}{len(result.coefficients):>14}{calib_peak:>10.0f}"
+        f"{'calibration (32+32 shots)':<28}{cal['seconds']:>10.1f}{cal['groups']:>14}{cal['peak_above_start_mib']:>10.0f}"
     )
     print(
         f"{'safety SFT, one epoch':<28}{sft['seconds']:>10.1f}{n_params:>14}{sft['peak_above_start_mib']:>10.0f}"
