@@ -11,6 +11,7 @@ from rich.text import Text
 from seawall import __version__
 from seawall.data.cli import app as data_app
 from seawall.errors import SeawallError
+from seawall.guard.cli import app as guard_app
 from seawall.models.cli import app as models_app
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(guard_app, name="guard")
 app.add_typer(models_app, name="models")
 
 

@@ -1,0 +1,158 @@
+"""The audit log: one SQLite row per decision, written in its own transaction (WAL mode)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from seawall.errors import SeawallError
+from seawall.guard.guard import Verdict
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL UNIQUE,
+    ts REAL NOT NULL,
+    time TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    model TEXT,
+    stream INTEGER NOT NULL,
+    prompt_sha256 TEXT NOT NULL,
+    response_sha256 TEXT NOT NULL,
+    prompt TEXT,
+    response TEXT,
+    unsafe INTEGER NOT NULL,
+    score REAL,
+    threshold REAL NOT NULL,
+    action TEXT NOT NULL,
+    category TEXT,
+    detector_id TEXT NOT NULL,
+    detector_version TEXT NOT NULL,
+    latency_ms REAL NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
+CREATE INDEX IF NOT EXISTS decisions_action ON decisions (action);
+"""
+
+
+def sha256(text: str) -> str:
+    """Hex SHA-256 of UTF-8 text."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class AuditLog:
+    """Append-only decision log; safe to share between threads (one connection behind a lock)."""
+
+    def __init__(self, path: str | Path, store_text: bool = False, synchronous: str = "NORMAL") -> None:
+        self.path = Path(path)
+        self.store_text = store_text
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+        self._conn.executescript(SCHEMA)
+
+    def record(
+        self,
+        request_id: str,
+        verdict: Verdict,
+        prompt: str,
+        response: str,
+        endpoint: str,
+        model: str | None = None,
+        stream: bool = False,
+    ) -> None:
+        """Write one decision in one transaction (a duplicate request id is an error, never a second row)."""
+        now = time.time()
+        row = (
+            request_id,
+            now,
+            datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+            endpoint,
+            model,
+            int(stream),
+            sha256(prompt),
+            sha256(response),
+            prompt if self.store_text else None,
+            response if self.store_text else None,
+            int(verdict.unsafe),
+            verdict.score,
+            verdict.threshold,
+            verdict.action,
+            verdict.category,
+            verdict.detector_id,
+            verdict.detector_version,
+            verdict.latency_ms,
+            verdict.error,
+        )
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(f"INSERT INTO decisions VALUES (NULL, {', '.join('?' * len(row))})", row)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+
+def parse_since(value: str, now: float | None = None) -> float:
+    """A UNIX time from '30m', '2h', '7d', '90s' (ago) or an ISO date/time (UTC when no zone is given)."""
+    now = time.time() if now is None else now
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value and value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
+        return now - float(value[:-1]) * units[value[-1]]
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise SeawallError(f"--since {value!r}: use a duration like 30m, 2h, 7d or an ISO time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def query(
+    path: str | Path,
+    since: str | None = None,
+    action: str | None = None,
+    category: str | None = None,
+    limit: int | None = 100,
+) -> list[dict[str, Any]]:
+    """Decisions matching the filters, newest first."""
+    path = Path(path)
+    if not path.is_file():
+        raise SeawallError(f"audit log {path} does not exist (run `seawall guard serve` first or pass --db)")
+    where, args = [], []
+    if since:
+        where.append("ts >= ?")
+        args.append(parse_since(since))
+    if action:
+        where.append("action = ?")
+        args.append(action)
+    if category:
+        where.append("category = ?")
+        args.append(category)
+    sql = (
+        "SELECT * FROM decisions"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY ts DESC, id DESC"
+    )
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, args)]
+    finally:
+        conn.close()
