@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -224,8 +225,13 @@ def create_app(
         }
 
     @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        """Prometheus text format."""
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format (behind the API keys when `protect_metrics` is set)."""
+        if config.protect_metrics:
+            try:
+                state.authorize(request)
+            except HTTPError as error:
+                return error.response()
         return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def guarded(request: Request, path: str, schema: type[BaseModel]) -> Response:
@@ -310,6 +316,12 @@ def create_app(
         async def events() -> AsyncIterator[bytes]:
             envelope: dict[str, Any] = {}
             finish = "stop"
+            recorded = False
+
+            def record(verdict: Verdict) -> None:
+                nonlocal recorded
+                recorded = True
+                state.record(rid, verdict, prompt, sg.text, path, body.get("model"), stream=True)
 
             def chunk(text: str | None, finish_reason: str | None, extra: dict | None = None) -> bytes:
                 if path == "/completions":
@@ -337,7 +349,9 @@ def create_app(
                         if sg.blocked:
                             break
                 except UpstreamError as error:
+                    # Part of the response may already be with the client: this is a decision, so audit it.
                     failure = state.upstream_failed(error)
+                    record(sg.interrupted("upstream_error", failure.message))
                     yield _sse(
                         {"error": {"message": failure.message, "type": failure.kind, "code": failure.status}}
                     )
@@ -349,6 +363,7 @@ def create_app(
                         yield chunk(out, None if not sg.blocked else "content_filter")
                 verdict = sg.verdict
                 assert verdict is not None
+                record(verdict)
                 extra = (
                     {"seawall": {"request_id": rid, **verdict.to_dict()}} if verdict.action != "allow" else {}
                 )
@@ -356,9 +371,16 @@ def create_app(
                 yield b"data: [DONE]\n\n"
             finally:
                 state.in_flight -= 1
-                await chunks.aclose()
-                if sg.verdict is not None:
-                    state.record(rid, sg.verdict, prompt, sg.text, path, body.get("model"), stream=True)
+                if not recorded:
+                    # The client went away (or the task was cancelled) before the stream ended.
+                    record(
+                        sg.interrupted(
+                            "client_disconnect", "client disconnected before the end of the stream"
+                        )
+                    )
+                # Shielded: on a client disconnect the task is being cancelled, and the upstream must still close.
+                with anyio.CancelScope(shield=True):
+                    await chunks.aclose()
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
@@ -399,14 +421,9 @@ def create_app(
 
 def build_app(config: ServerConfig) -> FastAPI:
     """Make the detector, guard, upstream, audit log and keys from `config`, then the app."""
-    from seawall.detect import load_detector, make_detector
+    from seawall.guard.detectors import resolve_detector
 
-    if config.detector:
-        detector = load_detector(config.detector)
-    else:
-        log.warning("no detector configured: using the `refusal` baseline (blocks any non-refusal)")
-        detector = make_detector("refusal").fit([])
-    guard = Guard(detector, config.policy)
+    guard = Guard(resolve_detector(config.detector), config.policy)
     if config.upstream_url:
         key = os.environ.get(config.upstream_api_key_env) if config.upstream_api_key_env else None
         upstream: Any = HTTPUpstream(config.upstream_url, config.request_timeout_s, key)

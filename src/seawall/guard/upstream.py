@@ -86,7 +86,13 @@ class HTTPUpstream:
                     if data == "[DONE]":
                         return
                     if data:
-                        yield json.loads(data)
+                        try:
+                            item = json.loads(data)
+                        except ValueError:
+                            raise UpstreamError(
+                                502, "invalid", f"upstream {self.base_url}{path} sent an invalid stream chunk"
+                            ) from None
+                        yield item
             except httpx.HTTPError as error:
                 raise self._error(path, error) from error
             finally:
