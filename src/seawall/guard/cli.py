@@ -24,6 +24,9 @@ def serve(
         "Default: the project's trained default detector; an error if it has not been trained.",
     ),
     audit_db: str | None = typer.Option(None, help="SQLite audit log path."),
+    access_log: bool | None = typer.Option(
+        None, "--access-log/--no-access-log", help="uvicorn's per-request access log (default off)."
+    ),
 ) -> None:
     """Run the guard proxy in front of an upstream URL or the in-process local model."""
     import uvicorn
@@ -41,11 +44,12 @@ def serve(
             local_model=local_model,
             detector=detector,
             audit_db=audit_db,
+            access_log=access_log,
         ).items()
         if v is not None
     }
     cfg = ServerConfig.model_validate({**base.model_dump(), **overrides})
-    uvicorn.run(build_app(cfg), host=cfg.host, port=cfg.port, log_level="info")
+    uvicorn.run(build_app(cfg), host=cfg.host, port=cfg.port, log_level="info", access_log=cfg.access_log)
 
 
 @app.command("log")

@@ -82,6 +82,9 @@ class ServerConfig(BaseModel):
     policy: Policy = Field(default_factory=Policy)
     api_keys_file: str | None = Field(None, description="File with one accepted bearer key per line.")
     api_keys_env: str | None = Field(None, description="Env var with comma-separated accepted bearer keys.")
+    access_log: bool = Field(
+        False, description="uvicorn's per-request access log (the audit log already records every decision)."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1)
     max_tokens: int = Field(
         1024, ge=1, description="Largest max_tokens a client may ask for (also the default)."

@@ -140,6 +140,31 @@ def _sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
+class CountRequests:
+    """Pure ASGI middleware counting requests by endpoint and status (BaseHTTPMiddleware costs a task per request)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = scope["path"] if scope["path"] in ENDPOINTS else "other"
+            self.metrics.inc("seawall_requests_total", path, str(status))
+
+
 class GuardApp:
     """State shared by the handlers: config, guard, upstream, audit log, metrics, keys, in-flight count."""
 
@@ -206,13 +231,7 @@ def create_app(
 
     app = FastAPI(title="seawall guard", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.guard_app = state
-
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        path = request.url.path if request.url.path in ENDPOINTS else "other"
-        state.metrics.inc("seawall_requests_total", path, str(response.status_code))
-        return response
+    app.add_middleware(CountRequests, metrics=state.metrics)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -278,7 +297,9 @@ def create_app(
 
     async def plain_response(rid: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> Response:
         try:
-            upstream_json = await asyncio.wait_for(upstream.complete(path, body), config.request_timeout_s)
+            # asyncio.timeout, not wait_for: no extra task per request.
+            async with asyncio.timeout(config.request_timeout_s):
+                upstream_json = await upstream.complete(path, body)
         except TimeoutError:
             raise state.upstream_failed(UpstreamError(504, "timeout", "upstream timed out")) from None
         except UpstreamError as error:
@@ -305,7 +326,8 @@ def create_app(
 
     async def stream_response(rid: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> Response:
         try:
-            chunks = await asyncio.wait_for(upstream.open_stream(path, body), config.request_timeout_s)
+            async with asyncio.timeout(config.request_timeout_s):
+                chunks = await upstream.open_stream(path, body)
         except TimeoutError:
             raise state.upstream_failed(UpstreamError(504, "timeout", "upstream timed out")) from None
         except UpstreamError as error:
