@@ -196,7 +196,7 @@ def median_run(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def start_proxy(tmp: Path, name: str, upstream: str, src: Path) -> tuple[Process, Path]:
+def start_proxy(tmp: Path, name: str, upstream: str, src: Path, synchronous: str) -> tuple[Process, Path]:
     """A `seawall guard serve` process (from the source tree `src`) with its own audit log."""
     port, db = free_port(), tmp / f"audit-{name}.sqlite"
     config = {
@@ -205,6 +205,7 @@ def start_proxy(tmp: Path, name: str, upstream: str, src: Path) -> tuple[Process
         "detector": "refusal",  # no training needed; the bench measures the proxy, not detector quality
         "audit_db": str(db),
         "max_concurrency": 256,
+        "audit_synchronous": synchronous,
     }
     (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config))
     argv = [sys.executable, "-m", "seawall", "guard", "serve", "-c", str(tmp / f"{name}.yaml")]
@@ -220,6 +221,9 @@ def main() -> None:
         "--baseline-src",
         type=Path,
         help="Also run a proxy from this source tree (e.g. `git archive <commit> src`) in the same rounds.",
+    )
+    parser.add_argument(
+        "--audit-synchronous", choices=["NORMAL", "FULL"], default="NORMAL", help="The proxies' SQLite mode."
     )
     parser.add_argument("--out", default="bench/results/guard_load.json")
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -241,7 +245,7 @@ def main() -> None:
         dbs = {}
         for name in targets[1:]:
             src = SRC if name == "proxy" else args.baseline_src.resolve()
-            process, dbs[name] = start_proxy(tmp, name, urls["direct"], src)
+            process, dbs[name] = start_proxy(tmp, name, urls["direct"], src, args.audit_synchronous)
             urls[name] = stack.enter_context(process)
         for round_ in range(args.rounds):
             for concurrency in (1, 8, 32):
@@ -289,6 +293,7 @@ def main() -> None:
         "detector": "refusal",
         "upstream": "FastAPI + uvicorn in its own process on 127.0.0.1, constant answer",
         "proxy": "`seawall guard serve` in its own process; load client (httpx) in the bench process",
+        "audit_synchronous": args.audit_synchronous,
         "requests_per_round": args.requests,
         "rounds": args.rounds,
         "baseline_src": str(args.baseline_src) if args.baseline_src else None,

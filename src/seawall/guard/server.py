@@ -203,14 +203,27 @@ class GuardApp:
         except (ValueError, UnicodeDecodeError) as error:
             raise HTTPError(400, f"invalid JSON body: {error}", param="body") from error
 
-    def record(
-        self, rid: str, verdict: Verdict, prompt: str, response: str, endpoint: str, model: Any, stream: bool
-    ):
+    def _count(self, verdict: Verdict) -> None:
         self.metrics.inc("seawall_verdicts_total", verdict.action, verdict.category or "none")
         self.metrics.observe_detector(verdict.latency_ms / 1000)
         if verdict.error:
             self.metrics.inc("seawall_detector_failures_total")
-        self.audit.record(rid, verdict, prompt, response, endpoint, str(model) if model else None, stream)
+
+    async def record(
+        self, rid: str, verdict: Verdict, prompt: str, response: str, endpoint: str, model: Any, stream: bool
+    ) -> None:
+        """Count the decision and wait until the audit log has committed it."""
+        self._count(verdict)
+        await self.audit.arecord(
+            rid, verdict, prompt, response, endpoint, str(model) if model else None, stream
+        )
+
+    def record_nowait(
+        self, rid: str, verdict: Verdict, prompt: str, response: str, endpoint: str, model: Any, stream: bool
+    ) -> None:
+        """Count the decision and queue it for the audit log (for a cancelled request that cannot wait)."""
+        self._count(verdict)
+        self.audit.submit(rid, verdict, prompt, response, endpoint, str(model) if model else None, stream)
 
     def upstream_failed(self, error: UpstreamError) -> HTTPError:
         self.metrics.inc("seawall_upstream_errors_total", error.kind)
@@ -228,6 +241,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await upstream.aclose()
+        audit.close()  # writes every queued decision before the process exits
 
     app = FastAPI(title="seawall guard", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.guard_app = state
@@ -312,7 +326,7 @@ def create_app(
             ) from None
         prompt, text = _prompt_of(path, body), _choice_text(path, choice, delta=False)
         verdict = await guard.acheck(prompt, text)
-        state.record(rid, verdict, prompt, text, path, body.get("model"), stream=False)
+        await state.record(rid, verdict, prompt, text, path, body.get("model"), stream=False)
         headers = {**headers, "x-seawall-action": verdict.action}
         if verdict.action == "block":
             choice["finish_reason"] = "content_filter"
@@ -340,10 +354,10 @@ def create_app(
             finish = "stop"
             recorded = False
 
-            def record(verdict: Verdict) -> None:
+            async def record(verdict: Verdict) -> None:
                 nonlocal recorded
                 recorded = True
-                state.record(rid, verdict, prompt, sg.text, path, body.get("model"), stream=True)
+                await state.record(rid, verdict, prompt, sg.text, path, body.get("model"), stream=True)
 
             def chunk(text: str | None, finish_reason: str | None, extra: dict | None = None) -> bytes:
                 if path == "/completions":
@@ -373,7 +387,7 @@ def create_app(
                 except UpstreamError as error:
                     # Part of the response may already be with the client: this is a decision, so audit it.
                     failure = state.upstream_failed(error)
-                    record(sg.interrupted("upstream_error", failure.message))
+                    await record(sg.interrupted("upstream_error", failure.message))
                     yield _sse(
                         {"error": {"message": failure.message, "type": failure.kind, "code": failure.status}}
                     )
@@ -385,7 +399,7 @@ def create_app(
                         yield chunk(out, None if not sg.blocked else "content_filter")
                 verdict = sg.verdict
                 assert verdict is not None
-                record(verdict)
+                await record(verdict)
                 extra = (
                     {"seawall": {"request_id": rid, **verdict.to_dict()}} if verdict.action != "allow" else {}
                 )
@@ -394,12 +408,11 @@ def create_app(
             finally:
                 state.in_flight -= 1
                 if not recorded:
-                    # The client went away (or the task was cancelled) before the stream ended.
-                    record(
-                        sg.interrupted(
-                            "client_disconnect", "client disconnected before the end of the stream"
-                        )
+                    # The client went away (the task is being cancelled): queue the decision without waiting.
+                    verdict = sg.interrupted(
+                        "client_disconnect", "client disconnected before the end of the stream"
                     )
+                    state.record_nowait(rid, verdict, prompt, sg.text, path, body.get("model"), stream=True)
                 # Shielded: on a client disconnect the task is being cancelled, and the upstream must still close.
                 with anyio.CancelScope(shield=True):
                     await chunks.aclose()
@@ -432,8 +445,14 @@ def create_app(
         except HTTPError as error:
             return error.response({"x-request-id": rid})
         verdicts = await guard.acheck_batch([(p.prompt, p.response) for p in parsed.pairs])
-        for i, (pair, verdict) in enumerate(zip(parsed.pairs, verdicts, strict=True)):
-            state.record(f"{rid}:{i}", verdict, pair.prompt, pair.response, "/classify", None, stream=False)
+        await asyncio.gather(
+            *(
+                state.record(
+                    f"{rid}:{i}", verdict, pair.prompt, pair.response, "/classify", None, stream=False
+                )
+                for i, (pair, verdict) in enumerate(zip(parsed.pairs, verdicts, strict=True))
+            )
+        )
         return JSONResponse(
             {"request_id": rid, "results": [v.to_dict() for v in verdicts]}, headers={"x-request-id": rid}
         )
