@@ -180,6 +180,12 @@ async def stream_tradeoff(check_every: int, holdback: int, chunk_chars: int, chu
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def count_decisions(db: Path) -> int:
     """Rows in the audit log (read-only; the proxy may still be writing)."""
     if not db.exists():
@@ -242,19 +248,27 @@ def main() -> None:
             [sys.executable, __file__, "--serve-upstream", str(up_port)], up_port, tmp / "upstream.log"
         )
         urls = {"direct": stack.enter_context(upstream)}
+        pids = {"direct": upstream.proc.pid}
         dbs = {}
         for name in targets[1:]:
             src = SRC if name == "proxy" else args.baseline_src.resolve()
             process, dbs[name] = start_proxy(tmp, name, urls["direct"], src, args.audit_synchronous)
             urls[name] = stack.enter_context(process)
+            pids[name] = process.proc.pid
         for round_ in range(args.rounds):
             for concurrency in (1, 8, 32):
                 # Rotate the order so no target always runs first (machine load drifts).
                 order = targets[round_ % len(targets) :] + targets[: round_ % len(targets)]
                 for name in order:
-                    runs.setdefault((concurrency, name), []).append(
-                        asyncio.run(load(urls[name], args.requests, concurrency))
+                    # CPU seconds of the server that answers (the upstream for direct, else that proxy):
+                    # far less sensitive to other jobs on the machine than latency is.
+                    pid = pids[name]
+                    cpu = cpu_seconds(pid)
+                    result = asyncio.run(load(urls[name], args.requests, concurrency))
+                    result["server_cpu_ms_per_request"] = (
+                        (cpu_seconds(pid) - cpu) * 1000 / (args.requests + 1)
                     )
+                    runs.setdefault((concurrency, name), []).append(result)
         stack.close()  # stops the servers; a graceful shutdown must leave every decision on disk
         logged = {name: count_decisions(db) for name, db in dbs.items()}
     sent = args.rounds * 3 * (args.requests + 1)  # + one warm-up request per round and level
@@ -268,11 +282,21 @@ def main() -> None:
             row[f"overhead_p50_ratio{suffix}"] = row[name]["p50_ms"] / row["direct"]["p50_ms"]
             row[f"overhead_p95_ratio{suffix}"] = row[name]["p95_ms"] / row["direct"]["p95_ms"]
             row[f"throughput_ratio{suffix}"] = row[name]["rps"] / row["direct"]["rps"]
+            row[f"cpu_ratio{suffix}"] = (
+                row[name]["server_cpu_ms_per_request"] / row["direct"]["server_cpu_ms_per_request"]
+            )
         rows.append(row)
-        line = f"c={concurrency:>2}  direct {row['direct']['rps']:7.1f} req/s p50 {row['direct']['p50_ms']:6.2f} ms"
+        d = row["direct"]
+        line = (
+            f"c={concurrency:>2}  direct {d['rps']:7.1f} req/s p50 {d['p50_ms']:6.2f} ms "
+            f"cpu {d['server_cpu_ms_per_request']:.2f} ms/req"
+        )
         for name in targets[1:]:
             r = row[name]
-            line += f" | {name} {r['rps']:7.1f} req/s p50 {r['p50_ms']:6.2f} p95 {r['p95_ms']:6.2f} ms"
+            line += (
+                f" | {name} {r['rps']:7.1f} req/s p50 {r['p50_ms']:6.2f} p95 {r['p95_ms']:6.2f} ms "
+                f"cpu {r['server_cpu_ms_per_request']:.2f} ms/req"
+            )
         print(line)
     for name, count in logged.items():
         print(f"{name}: decisions logged {count} / requests sent {sent}")

@@ -44,20 +44,30 @@ CREATE INDEX IF NOT EXISTS decisions_action ON decisions (action);
 """
 
 
+INSERT = f"INSERT INTO decisions VALUES (NULL, {', '.join('?' * 19)})"
+
+
 def sha256(text: str) -> str:
     """Hex SHA-256 of UTF-8 text."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class AuditLog:
-    """Append-only decision log with one dedicated writer thread: one transaction per decision, in order.
+    """Append-only decision log: one transaction per decision; callers wait for their own commit.
 
-    Callers wait for their own commit (`record`, or `await arecord`), so no decision is acknowledged before it is
-    on disk, while the event loop never blocks on SQLite (an fsync with `synchronous=FULL` takes milliseconds).
-    `close()` writes everything queued before it returns.
+    No decision is acknowledged before it is committed (`record`, `await arecord`). With `writer_thread` (default:
+    only for `synchronous=FULL`, whose commit is an fsync of milliseconds) the commits run on one dedicated thread
+    fed by a queue, so the event loop never waits on the disk; `close()` writes everything queued before it
+    returns. With `synchronous=NORMAL` a commit is cheaper than handing it to a thread, so it runs inline.
     """
 
-    def __init__(self, path: str | Path, store_text: bool = False, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        store_text: bool = False,
+        synchronous: str = "NORMAL",
+        writer_thread: bool | None = None,
+    ) -> None:
         self.path = Path(path)
         self.store_text = store_text
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,26 +79,28 @@ class AuditLog:
         self._queue: queue.SimpleQueue[tuple[tuple, Future] | None] = queue.SimpleQueue()
         self._closed = False
         self._close_lock = threading.Lock()
-        self._writer = threading.Thread(target=self._write_loop, name="seawall-audit-writer", daemon=True)
-        self._writer.start()
+        self._writer: threading.Thread | None = None
+        if synchronous == "FULL" if writer_thread is None else writer_thread:
+            self._writer = threading.Thread(target=self._write_loop, name="seawall-audit-writer", daemon=True)
+            self._writer.start()
+
+    def _write(self, row: tuple, done: Future) -> None:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(INSERT, row)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        except Exception as error:
+            done.set_exception(error)
+        else:
+            done.set_result(None)
 
     def _write_loop(self) -> None:
-        insert = f"INSERT INTO decisions VALUES (NULL, {', '.join('?' * 19)})"
         while (item := self._queue.get()) is not None:
-            row, done = item
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._conn.execute(insert, row)
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-            except Exception as error:
-                done.set_exception(error)
-            else:
-                done.set_result(None)
-        self._conn.close()
+            self._write(*item)
 
     def _row(
         self,
@@ -133,12 +145,16 @@ class AuditLog:
         model: str | None = None,
         stream: bool = False,
     ) -> Future:
-        """Queue one decision for the writer; the future resolves once it is committed."""
+        """Hand one decision to the writer (or write it now, inline); the future resolves once it is committed."""
         done: Future = Future()
+        row = self._row(request_id, verdict, prompt, response, endpoint, model, stream)
         with self._close_lock:
             if self._closed:
                 raise RuntimeError(f"audit log {self.path} is closed")
-            self._queue.put((self._row(request_id, verdict, prompt, response, endpoint, model, stream), done))
+            if self._writer is None:
+                self._write(row, done)
+            else:
+                self._queue.put((row, done))
         return done
 
     def record(self, *args: Any, **kwargs: Any) -> None:
@@ -146,8 +162,11 @@ class AuditLog:
         self.submit(*args, **kwargs).result()
 
     async def arecord(self, *args: Any, **kwargs: Any) -> None:
-        """`record` for asyncio code: waits for the commit without blocking the event loop."""
-        await asyncio.wrap_future(self.submit(*args, **kwargs))
+        """`record` for asyncio code (with a writer thread, the event loop is not blocked while it commits)."""
+        done = self.submit(*args, **kwargs)
+        if not done.done():
+            await asyncio.wrap_future(done)
+        done.result()
 
     def close(self) -> None:
         """Write everything queued, then close the connection."""
@@ -155,8 +174,11 @@ class AuditLog:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(None)
-        self._writer.join()
+            if self._writer is not None:
+                self._queue.put(None)
+        if self._writer is not None:
+            self._writer.join()
+        self._conn.close()
 
 
 def parse_since(value: str, now: float | None = None) -> float:
