@@ -6,7 +6,10 @@ and through the proxy in the same run, so the ratio is proxy / direct on the sam
 Also measures the streaming trade-off (check interval / hold-back vs time to first text and leaked characters).
 Writes bench/results/guard_load.json; `python scripts/guard_report.py` turns it into docs/results/guard.md.
 
-    PYTHONPATH=src python bench/guard_load.py [--requests 400]
+    PYTHONPATH=src python bench/guard_load.py [--requests 400] [--rounds 3] [--baseline-src OLD/src]
+    PYTHONPATH=src python bench/guard_load.py --audit-synchronous FULL --out bench/results/guard_load_full.json
+    PYTHONPATH=src python scripts/guard_report.py bench/results/guard_load.json docs/results/guard.md \
+        bench/results/guard_load_full.json
 """
 
 from __future__ import annotations
