@@ -1,0 +1,23 @@
+"""Harmful-response detectors: a scikit-learn-style `Detector` with backends chosen by name.
+
+    from seawall.detect import make_detector, load_detector
+    det = make_detector("tfidf").fit(train_records, dev=dev_records)
+    det.predict_proba([(prompt, response)])[:, 1]   # P(unsafe)
+    det.save("out/tfidf"); det = load_detector("out/tfidf")
+
+Backends: `refusal`, `tfidf` (cheap, imported here), `encoder`, `lm-judge` (torch; imported on first use).
+"""
+
+from seawall.detect import refusal, tfidf  # noqa: F401  (register the cheap backends)
+from seawall.detect.base import DETECTORS, Detector, as_pairs, load_detector, make_detector
+from seawall.detect.refusal import is_refusal, refusal_match
+
+__all__ = [
+    "DETECTORS",
+    "Detector",
+    "as_pairs",
+    "is_refusal",
+    "load_detector",
+    "make_detector",
+    "refusal_match",
+]

@@ -1,0 +1,307 @@
+"""The Detector contract: a scikit-learn-style estimator that scores (prompt, response) pairs for harm.
+
+Every backend subclasses `Detector`, implements `_fit` and `_score`, and stores its learned state through
+`_state` / `_load_state` (JSON-able values and numpy arrays; arrays go to safetensors). Calibration and the decision
+threshold live here, so every backend gets the same operating points and the same on-disk format:
+
+    DIR/detector.json        backend name, detector_id, seawall version, hyper-parameters, JSON state, calibration
+    DIR/arrays.safetensors   numpy arrays of the learned state (when the backend has any)
+    DIR/model/               backend-specific weights (e.g. an HF folder with model.safetensors)
+
+No pickle anywhere: loading a detector folder never executes code from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from seawall import __version__
+from seawall.data.records import ResponseRecord
+from seawall.errors import ModelError, SeawallError
+from seawall.io import atomic_dir, atomic_write_json
+from seawall.registry import Registry
+
+CONFIG_FILE = "detector.json"
+ARRAYS_FILE = "arrays.safetensors"
+FORMAT_VERSION = 1
+
+DETECTORS: Registry[type[Detector]] = Registry("detector backend")
+
+Pair = tuple[str, str]
+
+
+def as_pairs(items: Iterable[Any]) -> list[Pair]:
+    """Normalise ResponseRecords, (prompt, response) tuples or {"prompt", "response"} dicts into string pairs.
+
+    A missing prompt becomes "" (the detectors then judge the response alone); a missing or non-string response
+    is an error naming the position, because scoring nothing as "safe" would hide a broken input.
+    """
+    pairs: list[Pair] = []
+    for index, item in enumerate(items):
+        if isinstance(item, ResponseRecord):
+            prompt, response = item.prompt, item.response
+        elif isinstance(item, dict):
+            prompt, response = item.get("prompt"), item.get("response")
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            prompt, response = item
+        else:
+            raise SeawallError(
+                f"item {index}: expected a ResponseRecord, a (prompt, response) pair or a dict with "
+                f"'prompt' and 'response', got {type(item).__name__}"
+            )
+        if prompt is None or (isinstance(prompt, float) and math.isnan(prompt)):
+            prompt = ""
+        if not isinstance(response, str):
+            if response is None or (isinstance(response, float) and math.isnan(response)):
+                response = ""
+            else:
+                raise SeawallError(f"item {index}: response must be a string, got {type(response).__name__}")
+        if not isinstance(prompt, str):
+            raise SeawallError(f"item {index}: prompt must be a string, got {type(prompt).__name__}")
+        pairs.append((prompt, response))
+    return pairs
+
+
+def labelled(records: Sequence[ResponseRecord]) -> tuple[list[Pair], np.ndarray]:
+    """The (pairs, y) of the records whose label is safe or unsafe; unknown labels are dropped."""
+    kept = [r for r in records if r.y is not None]
+    return as_pairs(kept), np.asarray([r.y for r in kept], dtype=np.int64)
+
+
+class Detector(BaseEstimator):
+    """Base class of every detector backend: fit, predict_proba, predict, save; calibration and threshold.
+
+    Subclasses declare their hyper-parameters in `__init__` (sklearn convention: stored unchanged, no logic) and
+    must include `calibration`, `threshold_strategy` and `target_recall`, which this class uses.
+    """
+
+    backend: str = ""
+
+    # Hyper-parameters shared by every backend (subclasses repeat them in their own __init__ signature).
+    calibration: str
+    threshold_strategy: str
+    target_recall: float
+
+    # ---- to implement ------------------------------------------------------------------------------------------
+    def _fit(self, pairs: list[Pair], y: np.ndarray, dev: tuple[list[Pair], np.ndarray] | None) -> None:
+        raise NotImplementedError
+
+    def _score(self, pairs: list[Pair]) -> np.ndarray:
+        """Raw P(unsafe) of each pair, before calibration, shape (n,)."""
+        raise NotImplementedError
+
+    def _state(self, folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The learned state as (JSON-able dict, arrays); may also write backend files into `folder`."""
+        return {}, {}
+
+    def _load_state(self, folder: Path, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Restore what `_state` saved."""
+
+    # ---- public API ----------------------------------------------------------------------------------------------
+    def fit(self, records: Sequence[ResponseRecord], dev: Sequence[ResponseRecord] | None = None) -> Detector:
+        """Learn from labelled records; with `dev`, also calibrate probabilities and pick the threshold on it."""
+        pairs, y = labelled(records)
+        if len(y) == 0 and self._needs_labels():
+            raise SeawallError(
+                "no labelled records to fit on (every label is 'unknown' or the list is empty)"
+            )
+        if self._needs_labels() and len(set(y.tolist())) < 2:
+            raise SeawallError(
+                f"training data has a single class ({int(y[0])}); need both safe and unsafe rows"
+            )
+        dev_xy = labelled(dev) if dev is not None else None
+        self.classes_ = np.array([0, 1])
+        self.threshold_ = 0.5
+        self.thresholds_: dict[str, float] = {"default": 0.5}
+        self.calibrator_: dict[str, Any] = {"method": "none"}
+        self.training_: dict[str, Any] = {"n_train": len(y), "n_unsafe": int(y.sum()) if len(y) else 0}
+        self._fit(pairs, y, dev_xy)
+        if dev_xy is not None and len(dev_xy[1]) and len(set(dev_xy[1].tolist())) == 2:
+            self.calibrate(dev)
+        self.detector_id_ = self._make_id()
+        return self
+
+    def _needs_labels(self) -> bool:
+        return True
+
+    def predict_proba(self, pairs: Iterable[Any]) -> np.ndarray:
+        """Calibrated probabilities, shape (n, 2): column 0 = P(safe), column 1 = P(unsafe)."""
+        p = self.score_unsafe(pairs)
+        return np.stack([1.0 - p, p], axis=1)
+
+    def score_unsafe(self, pairs: Iterable[Any]) -> np.ndarray:
+        """Calibrated P(unsafe) as a 1-D array (the column the threshold applies to)."""
+        self._check_fitted()
+        pairs = as_pairs(pairs)
+        if not pairs:
+            return np.zeros(0, dtype=np.float64)
+        raw = np.asarray(self._score(pairs), dtype=np.float64)
+        from seawall.detect.calibration import apply_calibrator
+
+        return apply_calibrator(self.calibrator_, raw)
+
+    def raw_score(self, pairs: Iterable[Any]) -> np.ndarray:
+        """Uncalibrated P(unsafe) (what the backend itself outputs)."""
+        self._check_fitted()
+        pairs = as_pairs(pairs)
+        return np.asarray(self._score(pairs), dtype=np.float64) if pairs else np.zeros(0)
+
+    def predict(self, pairs: Iterable[Any]) -> np.ndarray:
+        """1 = unsafe, 0 = safe, using the stored threshold on the calibrated probability."""
+        return (self.score_unsafe(pairs) >= self.threshold_).astype(np.int64)
+
+    def calibrate(self, dev: Sequence[ResponseRecord], method: str | None = None) -> dict[str, Any]:
+        """Fit the probability calibrator and the operating thresholds on labelled dev records; returns a summary."""
+        from seawall.detect.calibration import choose_thresholds, fit_calibrator
+
+        self._check_fitted()
+        pairs, y = labelled(dev)
+        if len(set(y.tolist())) < 2:
+            raise SeawallError("calibration data needs both safe and unsafe labelled rows")
+        raw = np.asarray(self._score(pairs), dtype=np.float64)
+        self.calibrator_ = fit_calibrator(raw, y, method or self.calibration)
+        from seawall.detect.calibration import apply_calibrator
+
+        p = apply_calibrator(self.calibrator_, raw)
+        self.thresholds_ = choose_thresholds(p, y, target_recall=self.target_recall)
+        self.set_operating_point(self.threshold_strategy)
+        return {
+            "calibrator": self.calibrator_["method"],
+            "thresholds": dict(self.thresholds_),
+            "n_dev": len(y),
+        }
+
+    def set_operating_point(self, name: str) -> None:
+        """Use one of the calibrated thresholds ("recall", "f1", "default") or a number given as a string."""
+        if name in self.thresholds_:
+            self.threshold_ = float(self.thresholds_[name])
+            return
+        try:
+            value = float(name)
+        except ValueError:
+            known = ", ".join(sorted(self.thresholds_))
+            raise SeawallError(
+                f"unknown operating point {name!r}; known: {known} or a number in [0, 1]"
+            ) from None
+        if not 0.0 <= value <= 1.0:
+            raise SeawallError(f"threshold {value} is outside [0, 1]")
+        self.threshold_ = value
+
+    def predict_category(self, pairs: Iterable[Any]) -> list[str | None]:
+        """Risk category of each pair, where the backend supports it (None otherwise)."""
+        return [None] * len(as_pairs(pairs))
+
+    @property
+    def detector_id(self) -> str:
+        """A short stable identifier: backend, seawall version and a hash of params + learned state."""
+        return getattr(self, "detector_id_", f"{self.backend}-unfitted")
+
+    def _make_id(self) -> str:
+        payload = json.dumps(
+            {"params": _jsonable(self.get_params()), "thresholds": self.thresholds_, "train": self.training_},
+            sort_keys=True,
+        )
+        digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
+        return f"{self.backend}-{__version__}-{digest}"
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "threshold_"):
+            raise SeawallError(f"this {self.backend} detector is not fitted: call fit() or load a saved one")
+
+    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the detector to `folder` atomically (JSON config + safetensors); returns the folder."""
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        folder = Path(folder)
+        with atomic_dir(folder, overwrite=overwrite) as tmp:
+            state, arrays = self._state(tmp)
+            config = {
+                "format_version": FORMAT_VERSION,
+                "backend": self.backend,
+                "detector_id": self.detector_id,
+                "seawall_version": __version__,
+                "params": _jsonable(self.get_params()),
+                "threshold": self.threshold_,
+                "thresholds": self.thresholds_,
+                "threshold_strategy": self.threshold_strategy,
+                "calibrator": self.calibrator_,
+                "training": self.training_,
+                "state": state,
+                "arrays": sorted(arrays),
+            }
+            if arrays:
+                save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / ARRAYS_FILE))
+            atomic_write_json(tmp / CONFIG_FILE, config)
+        return folder
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def make_detector(backend: str, **params: Any) -> Detector:
+    """Build an unfitted detector of the named backend with the given hyper-parameters."""
+    import seawall.detect  # noqa: F401  (registers the backends)
+
+    cls = DETECTORS.get(backend)
+    try:
+        return cls(**params)
+    except TypeError as error:
+        names = ", ".join(sorted(cls().get_params()))
+        raise SeawallError(
+            f"bad parameters for detector backend {backend!r}: {error}; known: {names}"
+        ) from None
+
+
+def load_detector(folder: str | os.PathLike) -> Detector:
+    """Load a detector saved with `Detector.save` (safetensors + JSON only; no code is executed from the folder)."""
+    from safetensors.numpy import load_file
+
+    import seawall.detect  # noqa: F401  (registers the backends)
+
+    folder = Path(folder)
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise ModelError(
+            f"{folder} is not a seawall detector folder (no {CONFIG_FILE}); train one with `seawall detect train`"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelError(f"{config_path} is not valid JSON: {error}") from None
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ModelError(
+            f"{config_path}: format_version {config.get('format_version')!r} is not supported "
+            f"(this seawall reads {FORMAT_VERSION})"
+        )
+    detector = make_detector(config["backend"], **config.get("params", {}))
+    arrays = load_file(str(folder / ARRAYS_FILE)) if config.get("arrays") else {}
+    missing = set(config.get("arrays", [])) - set(arrays)
+    if missing:
+        raise ModelError(f"{folder / ARRAYS_FILE} lacks arrays {sorted(missing)}; the folder is incomplete")
+    detector.classes_ = np.array([0, 1])
+    detector.threshold_ = float(config["threshold"])
+    detector.thresholds_ = {k: float(v) for k, v in config.get("thresholds", {}).items()}
+    detector.calibrator_ = config.get("calibrator", {"method": "none"})
+    detector.training_ = config.get("training", {})
+    detector.detector_id_ = config.get("detector_id", f"{detector.backend}-unknown")
+    detector._load_state(folder, config.get("state", {}), arrays)
+    return detector
