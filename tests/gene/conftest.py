@@ -7,9 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-# One thread: tiny models gain nothing from two, and OpenMP threads spin badly on a shared, overloaded CPU
-# (a 24-token generation measured 32 s with 2 threads vs 0.4 s with 1 at load 14 on 2 cores).
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread inside this folder's tests, restored afterwards (other layers keep their setting).
+
+    Tiny models gain nothing from two threads, and OpenMP threads spin badly on a shared, overloaded CPU
+    (a 24-token generation measured 32 s with 2 threads vs 0.4 s with 1 at load 14 on 2 cores).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 VOCAB = 300
 
