@@ -12,6 +12,7 @@ from seawall import __version__
 from seawall.data.cli import app as data_app
 from seawall.errors import SeawallError
 from seawall.evaluate.cli import app as eval_app
+from seawall.gene.cli import app as gene_app
 from seawall.guard.cli import app as guard_app
 from seawall.lab.cli import app as lab_app
 from seawall.models.cli import app as models_app
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(gene_app, name="gene")
 app.add_typer(guard_app, name="guard")
 app.add_typer(models_app, name="models")
 app.add_typer(lab_app, name="lab")

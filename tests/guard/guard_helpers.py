@@ -47,7 +47,11 @@ class KeywordDetector:
 
 
 def answer_for(prompt: str) -> str:
-    """The upstream's deterministic answer: `say:<text>` answers <text>, anything else echoes the prompt."""
+    """The upstream's deterministic answer: `say:<text>` answers <text>, anything else echoes the prompt.
+
+    `sleep:<s>` waits first; `die:` streams two chunks then drops the connection;
+    `slow:` streams a chunk every 50 ms.
+    """
     return prompt[4:] if prompt.startswith("say:") else f"You said: {prompt}"
 
 
@@ -76,11 +80,14 @@ def upstream_app() -> FastAPI:
             if chat:
                 yield f"data: {json.dumps({**base, 'object': obj, 'choices': [{'index': 0, 'delta': {'role': 'assistant'}, 'finish_reason': None}]})}\n\n"
             for i in range(0, len(text), 5):
+                if prompt.startswith("die:") and i >= 10:
+                    # Break the connection mid-stream, as a crashing upstream would.
+                    raise RuntimeError("upstream crashed mid-stream")
                 piece = text[i : i + 5]
                 choice = {"index": 0, "finish_reason": None}
                 choice.update({"delta": {"content": piece}} if chat else {"text": piece})
                 yield f"data: {json.dumps({**base, 'object': obj, 'choices': [choice]})}\n\n"
-                await asyncio.sleep(0)
+                await asyncio.sleep(0.05 if prompt.startswith("slow:") else 0)
             end = {"index": 0, "finish_reason": "stop"}
             end.update({"delta": {}} if chat else {"text": ""})
             yield f"data: {json.dumps({**base, 'object': obj, 'choices': [end]})}\n\n"

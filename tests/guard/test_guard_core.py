@@ -115,6 +115,29 @@ def test_audit_log_wal_one_row_per_decision_and_query(tmp_path):
         query(tmp_path / "missing.sqlite")
 
 
+def test_audit_writer_thread_flushes_queue_on_close_and_async_waits_for_commit(tmp_path):
+    db = tmp_path / "a.sqlite"
+    audit = AuditLog(db, synchronous="FULL")
+    verdict = Guard(KeywordDetector()).check("q", "fine")
+    pending = [audit.submit(f"r{i}", verdict, "p", "r", "/chat/completions") for i in range(200)]
+
+    async def one() -> int:
+        await audit.arecord("async-1", verdict, "p", "r", "/completions")
+        # Acknowledged means committed: a separate connection already sees the row.
+        return (
+            sqlite3.connect(db)
+            .execute("SELECT COUNT(*) FROM decisions WHERE request_id='async-1'")
+            .fetchone()[0]
+        )
+
+    assert asyncio.run(one()) == 1
+    audit.close()  # returns only once everything queued is written
+    assert all(f.done() and f.exception() is None for f in pending)
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 201
+    with pytest.raises(RuntimeError, match="closed"):
+        audit.submit("late", verdict, "p", "r", "/completions")
+
+
 def test_audit_store_text_opt_in(tmp_path):
     audit = AuditLog(tmp_path / "a.sqlite", store_text=True)
     audit.record("r", Guard(KeywordDetector()).check("q", "x"), "p", "resp", "/completions")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 
 import httpx
 import openai
 import pytest
 from guard_helpers import UNSAFE_WORD, KeywordDetector, answer_for, free_dead_url, proxy
 
-from seawall.guard.config import DEFAULT_REFUSAL
+from seawall.guard.config import DEFAULT_REFUSAL, ServerConfig
 
 SAFE = "say:The capital of France is Paris, a city on the Seine with many museums."
 UNSAFE = (
@@ -249,3 +250,59 @@ def test_64_concurrent_mixed_requests_each_logged_once(tmp_path, upstream_url):
     rows = {r["request_id"]: r for r in audit_rows(db)}
     assert len(rows) == 64 and set(rows) == {rid for rid, _, _ in results}
     assert all(rows[rid]["action"] == ("block" if unsafe else "allow") for rid, unsafe, _ in results)
+
+
+def test_upstream_failure_mid_stream_is_audited(tmp_path, upstream_url):
+    small_checks = {"stream": {"check_every": 4, "window": 64, "holdback": 0}}
+    with proxy(tmp_path, upstream_url + "/v1", policy=small_checks) as (url, db, _):
+        with httpx.Client(timeout=10) as client:
+            text, chunks = read_stream(
+                client, f"{url}/v1/chat/completions", chat("die: then more text", stream=True)
+            )
+            metrics = client.get(f"{url}/metrics").text
+        # Two checked chunks reached the client before the upstream died.
+        assert text and answer_for("die: then more text").startswith(text)
+        assert "error" in chunks[-1] and chunks[-1]["error"]["type"] == "upstream_error"
+        (row,) = audit_rows(db)
+        assert row["action"] == "upstream_error" and row["stream"] == 1
+        assert "upstream" in row["error"] and row["score"] is not None  # the checks that ran are on record
+    assert 'seawall_verdicts_total{action="upstream_error",category="none"} 1' in metrics
+    assert 'seawall_upstream_errors_total{kind="unreachable"} 1' in metrics
+
+
+def test_protect_metrics_requires_a_key_healthz_stays_open(tmp_path, upstream_url):
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("sk-good\n")
+    extra = {"protect_metrics": True, "api_keys_file": str(keys_file)}
+    with (
+        proxy(tmp_path, upstream_url + "/v1", keys=("sk-good",), **extra) as (url, _, _),
+        httpx.Client(timeout=10) as client,
+    ):
+        assert client.get(f"{url}/metrics").status_code == 401
+        bad = client.get(f"{url}/metrics", headers={"Authorization": "Bearer sk-bad"})
+        assert bad.status_code == 401 and bad.json()["error"]["type"] == "authentication_error"
+        good = client.get(f"{url}/metrics", headers={"Authorization": "Bearer sk-good"})
+        assert good.status_code == 200 and "seawall_requests_total" in good.text
+        assert client.get(f"{url}/healthz").status_code == 200
+    with (
+        proxy(tmp_path / "open", upstream_url + "/v1", keys=("sk-good",)) as (url, _, _),
+        httpx.Client(timeout=10) as client,
+    ):
+        assert client.get(f"{url}/metrics").status_code == 200  # default: open
+    with pytest.raises(ValueError, match="protect_metrics needs API keys"):
+        ServerConfig(protect_metrics=True)
+
+
+def test_client_disconnect_mid_stream_is_audited(tmp_path, upstream_url):
+    small_checks = {"stream": {"check_every": 4, "window": 64, "holdback": 0}}
+    with proxy(tmp_path, upstream_url + "/v1", policy=small_checks) as (url, db, _):
+        with httpx.Client(timeout=10) as client:
+            body = chat("slow:" + "a harmless sentence that goes on " * 4, stream=True)
+            with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+                rid = response.headers["x-request-id"]
+                next(line for line in response.iter_lines() if '"content"' in line)
+        deadline = time.time() + 5
+        while not audit_rows(db) and time.time() < deadline:
+            time.sleep(0.05)
+        (row,) = audit_rows(db)
+    assert row["request_id"] == rid and row["action"] == "client_disconnect"

@@ -79,7 +79,7 @@ def test_gguf_file_is_converted_once_to_an_equivalent_float_folder(tiny_gguf, tm
     def no_second_conversion(*args, **kwargs):
         raise AssertionError("a cached conversion must be reused")
 
-    monkeypatch.setattr("seawall.models.convert.convert_gguf", no_second_conversion)
+    monkeypatch.setattr("seawall.models.resolve.convert_gguf", no_second_conversion)
     assert resolve_model(gguf_path, cache_dir=tmp_path) == folder
 
 
@@ -140,3 +140,10 @@ def test_loading_an_encoder_folder_as_a_causal_lm_is_a_model_error(tmp_path):
     BertModel(config).save_pretrained(tmp_path / "bert")
     with pytest.raises(ModelError, match=r"is an encoder \(bert\), not a causal LM"):
         load_causal_lm(tmp_path / "bert")
+
+
+def test_peft_adapter_folder_points_to_its_base_model(tmp_path):
+    (tmp_path / "adapter_config.json").write_text('{"base_model_name_or_path": "smollm2-135m-instruct"}')
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"PEFT adapter.*base model: smollm2-135m-instruct"):
+        resolve_model(tmp_path, cache_dir=tmp_path / "cache")

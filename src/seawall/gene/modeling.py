@@ -65,16 +65,22 @@ def load_tokenizer(ref: str | Path) -> Any:
     return tokenizer
 
 
-def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """Token ids of a user turn ready for the answer: the chat template when the tokenizer has one."""
+def prompt_ids(tokenizer: Any, prompt: str, max_tokens: int | None = None) -> list[int]:
+    """Token ids of a user turn ready for the answer (chat template when the tokenizer has one).
+
+    With `max_tokens`, only the last max_tokens ids are kept, so the end of the turn (where the answer starts)
+    survives truncation of very long prompts.
+    """
     if getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
         )
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
-        return list(ids)
-    return tokenizer(prompt + "\n", add_special_tokens=True)["input_ids"]
+        ids = list(ids)
+    else:
+        ids = tokenizer(prompt + "\n", add_special_tokens=True)["input_ids"]
+    return ids[-max_tokens:] if max_tokens else ids
 
 
 def build_batch(

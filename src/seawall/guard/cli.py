@@ -18,8 +18,15 @@ def serve(
     local_model: str | None = typer.Option(
         None, help="In-process model reference (default smollm2-135m-instruct)."
     ),
-    detector: str | None = typer.Option(None, help="Detector folder (default: the refusal baseline)."),
+    detector: str | None = typer.Option(
+        None,
+        help="Detector folder, or `refusal` (a refusal-rate judge: blocks every compliant answer). "
+        "Default: the project's trained default detector; an error if it has not been trained.",
+    ),
     audit_db: str | None = typer.Option(None, help="SQLite audit log path."),
+    access_log: bool | None = typer.Option(
+        None, "--access-log/--no-access-log", help="uvicorn's per-request access log (default off)."
+    ),
 ) -> None:
     """Run the guard proxy in front of an upstream URL or the in-process local model."""
     import uvicorn
@@ -37,18 +44,21 @@ def serve(
             local_model=local_model,
             detector=detector,
             audit_db=audit_db,
+            access_log=access_log,
         ).items()
         if v is not None
     }
     cfg = ServerConfig.model_validate({**base.model_dump(), **overrides})
-    uvicorn.run(build_app(cfg), host=cfg.host, port=cfg.port, log_level="info")
+    uvicorn.run(build_app(cfg), host=cfg.host, port=cfg.port, log_level="info", access_log=cfg.access_log)
 
 
 @app.command("log")
 def log_(
     db: str = typer.Option("seawall-guard.sqlite", "--db", help="Audit log path."),
     since: str | None = typer.Option(None, help="Duration ago (30m, 2h, 7d) or an ISO time."),
-    action: str | None = typer.Option(None, help="allow, block, flag or log."),
+    action: str | None = typer.Option(
+        None, help="allow, block, flag, log, upstream_error or client_disconnect."
+    ),
     category: str | None = typer.Option(None, help="Risk category."),
     limit: int = typer.Option(100, help="Most recent rows to show (0 = all)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
@@ -88,13 +98,14 @@ def log_(
 def check(
     response: str = typer.Argument(..., help="The model's response."),
     prompt: str = typer.Option("", help="The prompt it answered."),
-    detector: str | None = typer.Option(None, help="Detector folder (default: the refusal baseline)."),
+    detector: str | None = typer.Option(
+        None, help="Detector folder or `refusal` (default: the project's trained default detector)."
+    ),
 ) -> None:
     """Score one (prompt, response) pair and print the verdict as JSON."""
-    from seawall.detect import load_detector, make_detector
+    from seawall.guard.detectors import resolve_detector
     from seawall.guard.guard import Guard
 
-    det = load_detector(detector) if detector else make_detector("refusal").fit([])
-    guard = Guard(det)
+    guard = Guard(resolve_detector(detector))
     typer.echo(json.dumps(guard.check(prompt, response).to_dict(), indent=2))
     guard.close()

@@ -68,7 +68,9 @@ class ServerConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     detector: str | None = Field(
-        None, description="Detector folder (seawall detect save); None = refusal baseline."
+        None,
+        description="Detector folder (seawall detect save) or a no-training backend name (`refusal`, a "
+        "refusal-rate judge); None = the project's default trained detector, an error when it is missing.",
     )
     upstream_url: str | None = Field(
         None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1."
@@ -80,6 +82,9 @@ class ServerConfig(BaseModel):
     policy: Policy = Field(default_factory=Policy)
     api_keys_file: str | None = Field(None, description="File with one accepted bearer key per line.")
     api_keys_env: str | None = Field(None, description="Env var with comma-separated accepted bearer keys.")
+    access_log: bool = Field(
+        False, description="uvicorn's per-request access log (the audit log already records every decision)."
+    )
     max_body_bytes: int = Field(1_000_000, ge=1)
     max_tokens: int = Field(
         1024, ge=1, description="Largest max_tokens a client may ask for (also the default)."
@@ -88,6 +93,9 @@ class ServerConfig(BaseModel):
     request_timeout_s: float = Field(60.0, gt=0, description="Upstream time limit; exceeded → 504.")
     audit_db: str = Field("seawall-guard.sqlite", description="SQLite audit log path.")
     audit_store_text: bool = Field(False, description="Also store prompt/response text (off: hashes only).")
+    protect_metrics: bool = Field(
+        False, description="Require an API key on /metrics as well (/healthz always stays open)."
+    )
     audit_synchronous: Literal["NORMAL", "FULL"] = Field(
         "NORMAL",
         description="SQLite synchronous mode: NORMAL survives process crashes, FULL also power loss.",
@@ -97,6 +105,8 @@ class ServerConfig(BaseModel):
     def _one_upstream(self) -> ServerConfig:
         if self.upstream_url and self.local_model:
             raise ValueError("set either upstream_url or local_model, not both")
+        if self.protect_metrics and not (self.api_keys_file or self.api_keys_env):
+            raise ValueError("protect_metrics needs API keys: set api_keys_file or api_keys_env")
         return self
 
     @classmethod

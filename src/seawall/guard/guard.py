@@ -90,8 +90,16 @@ class Guard:
             latency_ms,
         )
 
+    @property
+    def default_threshold(self) -> float:
+        """The threshold when no category rule applies: the policy's, else the detector's, else 0.5."""
+        for t in (self.policy.threshold, getattr(self.detector, "threshold_", None)):
+            if t is not None:
+                return float(t)
+        return 0.5
+
     def _failed(self, reason: str, latency_ms: float) -> Verdict:
-        threshold = float(self.policy.threshold or getattr(self.detector, "threshold_", 0.5))
+        threshold = self.default_threshold
         if self.policy.fail_open:
             log.warning("detector failed (%s); failing OPEN as configured: response passed unchecked", reason)
             return Verdict(

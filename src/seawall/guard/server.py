@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -139,6 +140,31 @@ def _sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
+class CountRequests:
+    """Pure ASGI middleware counting requests by endpoint and status (BaseHTTPMiddleware costs a task per request)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = scope["path"] if scope["path"] in ENDPOINTS else "other"
+            self.metrics.inc("seawall_requests_total", path, str(status))
+
+
 class GuardApp:
     """State shared by the handlers: config, guard, upstream, audit log, metrics, keys, in-flight count."""
 
@@ -177,14 +203,27 @@ class GuardApp:
         except (ValueError, UnicodeDecodeError) as error:
             raise HTTPError(400, f"invalid JSON body: {error}", param="body") from error
 
-    def record(
-        self, rid: str, verdict: Verdict, prompt: str, response: str, endpoint: str, model: Any, stream: bool
-    ):
+    def _count(self, verdict: Verdict) -> None:
         self.metrics.inc("seawall_verdicts_total", verdict.action, verdict.category or "none")
         self.metrics.observe_detector(verdict.latency_ms / 1000)
         if verdict.error:
             self.metrics.inc("seawall_detector_failures_total")
-        self.audit.record(rid, verdict, prompt, response, endpoint, str(model) if model else None, stream)
+
+    async def record(
+        self, rid: str, verdict: Verdict, prompt: str, response: str, endpoint: str, model: Any, stream: bool
+    ) -> None:
+        """Count the decision and wait until the audit log has committed it."""
+        self._count(verdict)
+        await self.audit.arecord(
+            rid, verdict, prompt, response, endpoint, str(model) if model else None, stream
+        )
+
+    def record_nowait(
+        self, rid: str, verdict: Verdict, prompt: str, response: str, endpoint: str, model: Any, stream: bool
+    ) -> None:
+        """Count the decision and queue it for the audit log (for a cancelled request that cannot wait)."""
+        self._count(verdict)
+        self.audit.submit(rid, verdict, prompt, response, endpoint, str(model) if model else None, stream)
 
     def upstream_failed(self, error: UpstreamError) -> HTTPError:
         self.metrics.inc("seawall_upstream_errors_total", error.kind)
@@ -202,16 +241,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await upstream.aclose()
+        audit.close()  # writes every queued decision before the process exits
 
     app = FastAPI(title="seawall guard", version="1", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.guard_app = state
-
-    @app.middleware("http")
-    async def count_requests(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        path = request.url.path if request.url.path in ENDPOINTS else "other"
-        state.metrics.inc("seawall_requests_total", path, str(response.status_code))
-        return response
+    app.add_middleware(CountRequests, metrics=state.metrics)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -224,8 +258,13 @@ def create_app(
         }
 
     @app.get("/metrics")
-    async def metrics() -> PlainTextResponse:
-        """Prometheus text format."""
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format (behind the API keys when `protect_metrics` is set)."""
+        if config.protect_metrics:
+            try:
+                state.authorize(request)
+            except HTTPError as error:
+                return error.response()
         return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def guarded(request: Request, path: str, schema: type[BaseModel]) -> Response:
@@ -272,7 +311,9 @@ def create_app(
 
     async def plain_response(rid: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> Response:
         try:
-            upstream_json = await asyncio.wait_for(upstream.complete(path, body), config.request_timeout_s)
+            # asyncio.timeout, not wait_for: no extra task per request.
+            async with asyncio.timeout(config.request_timeout_s):
+                upstream_json = await upstream.complete(path, body)
         except TimeoutError:
             raise state.upstream_failed(UpstreamError(504, "timeout", "upstream timed out")) from None
         except UpstreamError as error:
@@ -285,7 +326,7 @@ def create_app(
             ) from None
         prompt, text = _prompt_of(path, body), _choice_text(path, choice, delta=False)
         verdict = await guard.acheck(prompt, text)
-        state.record(rid, verdict, prompt, text, path, body.get("model"), stream=False)
+        await state.record(rid, verdict, prompt, text, path, body.get("model"), stream=False)
         headers = {**headers, "x-seawall-action": verdict.action}
         if verdict.action == "block":
             choice["finish_reason"] = "content_filter"
@@ -299,7 +340,8 @@ def create_app(
 
     async def stream_response(rid: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> Response:
         try:
-            chunks = await asyncio.wait_for(upstream.open_stream(path, body), config.request_timeout_s)
+            async with asyncio.timeout(config.request_timeout_s):
+                chunks = await upstream.open_stream(path, body)
         except TimeoutError:
             raise state.upstream_failed(UpstreamError(504, "timeout", "upstream timed out")) from None
         except UpstreamError as error:
@@ -310,6 +352,12 @@ def create_app(
         async def events() -> AsyncIterator[bytes]:
             envelope: dict[str, Any] = {}
             finish = "stop"
+            recorded = False
+
+            async def record(verdict: Verdict) -> None:
+                nonlocal recorded
+                recorded = True
+                await state.record(rid, verdict, prompt, sg.text, path, body.get("model"), stream=True)
 
             def chunk(text: str | None, finish_reason: str | None, extra: dict | None = None) -> bytes:
                 if path == "/completions":
@@ -337,7 +385,9 @@ def create_app(
                         if sg.blocked:
                             break
                 except UpstreamError as error:
+                    # Part of the response may already be with the client: this is a decision, so audit it.
                     failure = state.upstream_failed(error)
+                    await record(sg.interrupted("upstream_error", failure.message))
                     yield _sse(
                         {"error": {"message": failure.message, "type": failure.kind, "code": failure.status}}
                     )
@@ -349,6 +399,7 @@ def create_app(
                         yield chunk(out, None if not sg.blocked else "content_filter")
                 verdict = sg.verdict
                 assert verdict is not None
+                await record(verdict)
                 extra = (
                     {"seawall": {"request_id": rid, **verdict.to_dict()}} if verdict.action != "allow" else {}
                 )
@@ -356,9 +407,15 @@ def create_app(
                 yield b"data: [DONE]\n\n"
             finally:
                 state.in_flight -= 1
-                await chunks.aclose()
-                if sg.verdict is not None:
-                    state.record(rid, sg.verdict, prompt, sg.text, path, body.get("model"), stream=True)
+                if not recorded:
+                    # The client went away (the task is being cancelled): queue the decision without waiting.
+                    verdict = sg.interrupted(
+                        "client_disconnect", "client disconnected before the end of the stream"
+                    )
+                    state.record_nowait(rid, verdict, prompt, sg.text, path, body.get("model"), stream=True)
+                # Shielded: on a client disconnect the task is being cancelled, and the upstream must still close.
+                with anyio.CancelScope(shield=True):
+                    await chunks.aclose()
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
@@ -388,8 +445,14 @@ def create_app(
         except HTTPError as error:
             return error.response({"x-request-id": rid})
         verdicts = await guard.acheck_batch([(p.prompt, p.response) for p in parsed.pairs])
-        for i, (pair, verdict) in enumerate(zip(parsed.pairs, verdicts, strict=True)):
-            state.record(f"{rid}:{i}", verdict, pair.prompt, pair.response, "/classify", None, stream=False)
+        await asyncio.gather(
+            *(
+                state.record(
+                    f"{rid}:{i}", verdict, pair.prompt, pair.response, "/classify", None, stream=False
+                )
+                for i, (pair, verdict) in enumerate(zip(parsed.pairs, verdicts, strict=True))
+            )
+        )
         return JSONResponse(
             {"request_id": rid, "results": [v.to_dict() for v in verdicts]}, headers={"x-request-id": rid}
         )
@@ -399,14 +462,9 @@ def create_app(
 
 def build_app(config: ServerConfig) -> FastAPI:
     """Make the detector, guard, upstream, audit log and keys from `config`, then the app."""
-    from seawall.detect import load_detector, make_detector
+    from seawall.guard.detectors import resolve_detector
 
-    if config.detector:
-        detector = load_detector(config.detector)
-    else:
-        log.warning("no detector configured: using the `refusal` baseline (blocks any non-refusal)")
-        detector = make_detector("refusal").fit([])
-    guard = Guard(detector, config.policy)
+    guard = Guard(resolve_detector(config.detector), config.policy)
     if config.upstream_url:
         key = os.environ.get(config.upstream_api_key_env) if config.upstream_api_key_env else None
         upstream: Any = HTTPUpstream(config.upstream_url, config.request_timeout_s, key)

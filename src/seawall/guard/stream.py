@@ -9,6 +9,7 @@ of the response is released and the refusal is sent instead.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 from seawall.guard.config import StreamPolicy
 from seawall.guard.guard import Guard, Verdict
@@ -28,6 +29,7 @@ class StreamGuard:
         self.blocked = False
         self.verdict: Verdict | None = None
         self._worst: Verdict | None = None
+        self._last: Verdict | None = None
 
     def _due(self, final: bool) -> str | None:
         if self.blocked:
@@ -41,6 +43,7 @@ class StreamGuard:
     def _apply(self, verdict: Verdict, final: bool) -> str:
         self.checks += 1
         self._checked_at = len(self.text)
+        self._last = verdict
         if verdict.unsafe and (self._worst is None or (verdict.score or 0) >= (self._worst.score or 0)):
             self._worst = verdict
         if verdict.action == "block":
@@ -54,6 +57,17 @@ class StreamGuard:
             # A window flagged (flag/log) earlier stays on record even if the full text scores lower.
             self.verdict = self._worst if self._worst and not verdict.unsafe else verdict
         return out
+
+    def interrupted(self, action: str, reason: str) -> Verdict:
+        """The decision for a stream that ended early (`action` e.g. upstream_error): the worst check so far."""
+        base = self._worst or self._last
+        if base is None:
+            g = self.guard
+            base = Verdict(
+                False, None, g.default_threshold, None, action, g.detector_id, g.detector_version, 0.0
+            )
+        self.verdict = replace(base, action=action, error=reason)
+        return self.verdict
 
     def feed(self, chunk: str) -> str:
         """Add generated text; returns what may be sent now (the refusal once blocked, then nothing)."""

@@ -31,9 +31,12 @@ class HTTPUpstream:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=timeout_s, limits=limits
-        )
+        self._client = httpx.AsyncClient(headers=headers, timeout=timeout_s, limits=limits)
+        # Absolute URLs parsed once: httpx re-parses and merges a relative URL against base_url on every request.
+        self._urls = {p: httpx.URL(self.base_url + p) for p in ("/chat/completions", "/completions")}
+
+    def _url(self, path: str) -> httpx.URL:
+        return self._urls.get(path) or httpx.URL(self.base_url + path)
 
     def _error(self, path: str, error: Exception) -> UpstreamError:
         if isinstance(error, httpx.TimeoutException):
@@ -45,7 +48,7 @@ class HTTPUpstream:
     async def complete(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST a non-streaming request; returns the upstream JSON."""
         try:
-            response = await self._client.post(path, json=body)
+            response = await self._client.post(self._url(path), json=body)
         except httpx.HTTPError as error:
             raise self._error(path, error) from error
         if response.is_error:
@@ -63,7 +66,7 @@ class HTTPUpstream:
 
     async def open_stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Start a streaming request (errors before the first byte raise here); returns the chunk iterator."""
-        request = self._client.build_request("POST", path, json=body)
+        request = self._client.build_request("POST", self._url(path), json=body)
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as error:
@@ -86,7 +89,13 @@ class HTTPUpstream:
                     if data == "[DONE]":
                         return
                     if data:
-                        yield json.loads(data)
+                        try:
+                            item = json.loads(data)
+                        except ValueError:
+                            raise UpstreamError(
+                                502, "invalid", f"upstream {self.base_url}{path} sent an invalid stream chunk"
+                            ) from None
+                        yield item
             except httpx.HTTPError as error:
                 raise self._error(path, error) from error
             finally:

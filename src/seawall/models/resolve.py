@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from seawall.errors import ModelError
 from seawall.models.cache import entry_lock, is_complete, models_root, sha256_file
+from seawall.models.convert import convert_gguf
 from seawall.models.packaged import PACKAGED, find_packaged
 from seawall.models.provision import Downloader, fetch
 
@@ -52,6 +54,12 @@ def _resolve_local(path: Path, cache_dir: str | os.PathLike | None) -> Path:
         return _converted_gguf(path, cache_dir)
     if (path / "config.json").is_file():
         return path
+    if (path / "adapter_config.json").is_file():
+        base = _adapter_base(path / "adapter_config.json")
+        raise ModelError(
+            f"{path} is a PEFT adapter, not a full checkpoint (base model: {base}); resolve the base model and "
+            "load the adapter on top of it with peft.PeftModel.from_pretrained"
+        )
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
         return _converted_gguf(ggufs[0], cache_dir)
@@ -62,10 +70,15 @@ def _resolve_local(path: Path, cache_dir: str | os.PathLike | None) -> Path:
     )
 
 
+def _adapter_base(adapter_config: Path) -> str:
+    try:
+        return str(json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
 def _converted_gguf(gguf: Path, cache_dir: str | os.PathLike | None) -> Path:
     """The cached float copy of a local GGUF file, keyed by the file's sha256 so an edited file reconverts."""
-    from seawall.models.convert import convert_gguf
-
     root = models_root(cache_dir) / "gguf"
     root.mkdir(parents=True, exist_ok=True)
     digest = sha256_file(gguf)

@@ -17,10 +17,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from seawall.gene.adapter import SafetyAdapter, layer_index
-from seawall.gene.apply import apply as apply_adapter
-from seawall.gene.apply import merge_deltas
-from seawall.gene.calibrate import DeltaForward, full_loss, prepare_data
+from seawall.gene.calibration import DeltaForward, full_loss, prepare_data
 from seawall.gene.config import CalibrateConfig, ExtractConfig
+from seawall.gene.export import apply as apply_adapter
+from seawall.gene.export import merge_deltas
 from seawall.gene.methods.base import Method, MethodResult
 from seawall.gene.methods.registry import METHODS
 from seawall.models.checkpoint import open_checkpoint
@@ -73,7 +73,7 @@ class Resta(Method):
         if self.config.tune:
             shots = self._need(inputs, "shots")[0]
             if adapter is None:
-                from seawall.gene.extract import extract
+                from seawall.gene.extraction import extract
 
                 aligned, degraded = self._need(inputs, "aligned", "degraded")
                 adapter = extract(aligned, degraded, None, ExtractConfig(checksums=False), progress=False)

@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from seawall.gene.adapter import SafetyAdapter
-from seawall.gene.apply import apply as apply_adapter
-from seawall.gene.calibrate import calibrate
+from seawall.gene.calibration import calibrate
 from seawall.gene.config import CalibrateConfig, ExtractConfig, SelectConfig
+from seawall.gene.export import apply as apply_adapter
 from seawall.gene.methods.base import Method, MethodResult
 from seawall.gene.methods.registry import METHODS
 
@@ -49,7 +49,7 @@ class SafeGene(Method):
         if isinstance(adapter, str | Path):
             adapter = SafetyAdapter.load(adapter)
         if adapter is None:
-            from seawall.gene.extract import extract
+            from seawall.gene.extraction import extract
 
             aligned, degraded = self._need(inputs, "aligned", "degraded")
             adapter = extract(
@@ -58,7 +58,7 @@ class SafeGene(Method):
         shots = inputs.get("shots")
         report: dict[str, Any] = {}
         if self.config.select is not None and adapter.manifest.selected_layers is None:
-            from seawall.gene.select import select_layers
+            from seawall.gene.selection import select_layers
 
             (shots,) = self._need(inputs, "shots")
             select_layers(

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from seawall.errors import ModelError
 from seawall.gene.adapter import SafetyAdapter, layer_index
-from seawall.gene.calibrate import DeltaForward
+from seawall.gene.calibration import DeltaForward
 from seawall.gene.config import SelectConfig
 from seawall.gene.modeling import (
     build_batch,
@@ -39,7 +39,7 @@ def last_token_states(
 ) -> torch.Tensor:
     """Hidden state of each prompt's last token after every block: tensor (layers, prompts, hidden)."""
     out = []
-    ids = [prompt_ids(tokenizer, p)[-max_length:] for p in prompts]
+    ids = [prompt_ids(tokenizer, p, max_length) for p in prompts]
     for start in range(0, len(ids), batch_size):
         batch = build_batch(
             tokenizer,
@@ -85,7 +85,7 @@ def transfer_sensitivity(
 ) -> list[float]:
     """Per-layer drop of the refusal cross-entropy when τ is applied to that layer alone (index = layer)."""
     model = load_causal_lm(model)
-    h_prompts = [prompt_ids(tokenizer, p) for p in shots.harmful]
+    h_prompts = [prompt_ids(tokenizer, p, max(8, max_length - 24)) for p in shots.harmful]
     refusals = [target_ids(tokenizer, t) for t in refusal_targets(len(h_prompts), seed)]
     batches = [
         build_batch(tokenizer, h_prompts[i : i + batch_size], refusals[i : i + batch_size], max_length)

@@ -110,12 +110,13 @@ def prepare_data(
     model: torch.nn.Module, tokenizer: Any, shots: Shots, config: CalibrateConfig
 ) -> CalibrationData:
     """Tokenise the shots; generate T's greedy answers to the benign prompts and keep T's log-probs on them."""
-    h_prompts = [prompt_ids(tokenizer, p) for p in shots.harmful]
+    room = max(8, config.max_length - config.response_tokens)
+    h_prompts = [prompt_ids(tokenizer, p, room) for p in shots.harmful]
     refusals = [target_ids(tokenizer, t) for t in refusal_targets(len(h_prompts), config.seed)]
     refusal = build_batch(tokenizer, h_prompts, refusals, config.max_length)
     if not shots.benign:
         return CalibrationData(refusal, None)
-    b_prompts = [prompt_ids(tokenizer, p) for p in shots.benign]
+    b_prompts = [prompt_ids(tokenizer, p, room) for p in shots.benign]
     answers = greedy_answers(model, tokenizer, b_prompts, config.response_tokens)
     retain = build_batch(tokenizer, b_prompts, answers, config.max_length)
     refs = []
@@ -204,7 +205,7 @@ def fit_coefficients(
             optimizer.step()
             with torch.no_grad():
                 alpha.clamp_(0.0, config.alpha_max)
-            epoch.append(float(loss))
+            epoch.append(float(loss.detach()))
         step_losses.extend(epoch)
         mean = sum(epoch) / len(epoch)
         curve.append(mean)
@@ -281,3 +282,36 @@ def _target_digest(target: Any) -> dict[str, Any] | None:
     except ModelError:
         return None
     return {k: fp[k] for k in ("model_type", "num_layers", "hidden_size", "num_parameters", "arch_digest")}
+
+
+def plot_loss_curve(result: CalibrationResult, path: str | Path) -> Path:
+    """PNG of the per-step and per-epoch calibration loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    steps_per_epoch = max(1, len(result.step_losses) // max(1, result.epochs))
+    ax.plot(
+        range(1, len(result.step_losses) + 1), result.step_losses, color="tab:gray", alpha=0.6, label="step"
+    )
+    ax.plot(
+        [steps_per_epoch * (i + 1) for i in range(len(result.loss_curve))],
+        result.loss_curve,
+        marker="o",
+        color="tab:blue",
+        label="epoch mean",
+    )
+    ax.set_xlabel("step")
+    ax.set_ylabel("refusal CE + λ·retain KL")
+    ax.set_title(f"calibration: {result.initial_loss:.3f} → {result.final_loss:.3f}")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

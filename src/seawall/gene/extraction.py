@@ -110,7 +110,7 @@ def extract(
                 stored = tau.to(_DTYPES[config.dtype])
                 modules[module] = ModuleInfo(shape=list(tau.shape), norm=float(torch.linalg.norm(tau)))
                 if writer is not None:
-                    writer.add(name, stored)
+                    writer.add(name, stored, validate=False)  # A and D were checked on read
                 else:
                     tensors[name] = stored
             else:
@@ -179,7 +179,8 @@ def distill(
         f"degraded model {degraded}",
     )
     tokenizer = load_tokenizer(aligned)
-    prompts = [prompt_ids(tokenizer, p) for p in shots.harmful + shots.benign]
+    room = max(8, dcfg.max_length - dcfg.response_tokens)
+    prompts = [prompt_ids(tokenizer, p, room) for p in shots.harmful + shots.benign]
     answers = (
         greedy_answers(teacher, tokenizer, prompts, dcfg.response_tokens) if dcfg.response_tokens else None
     )
@@ -231,7 +232,7 @@ def distill(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        curve.append(float(loss))
+        curve.append(float(loss.detach()))
     student.eval()
     modules: dict[str, ModuleInfo] = {}
     tensors: dict[str, Any] = {}

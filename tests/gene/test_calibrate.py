@@ -1,0 +1,86 @@
+"""Layer selection and few-shot calibration on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from seawall.gene import CalibrateConfig, SafetyAdapter, SelectConfig, calibrate, extract, select_layers
+from seawall.gene.calibration import DeltaForward
+from seawall.gene.modeling import load_causal_lm
+from seawall.gene.selection import choose_layers
+
+FAST = dict(max_epochs=4, batch_size=6, response_tokens=4, max_length=64, lr=0.1, patience=3)
+
+
+@pytest.fixture()
+def adapter(trio, tmp_path):
+    return extract(trio["A"], trio["D"], tmp_path / "adapter", progress=False)
+
+
+def test_calibration_lowers_loss_in_bounds_and_is_deterministic(adapter, trio, shots, tmp_path):
+    config = CalibrateConfig(alpha_max=1.5, **FAST)
+    first = calibrate(adapter, trio["T"], shots, config, progress=False)
+    assert first.final_loss < first.initial_loss
+    assert set(first.coefficients) == {"0", "1", "2", "3"}
+    assert all(0.0 <= a <= 1.5 for a in first.coefficients.values())
+    again = calibrate(SafetyAdapter.load(adapter.path), trio["T"], shots, config, progress=False)
+    assert again.coefficients == first.coefficients and again.loss_curve == first.loss_curve
+    manifest = json.loads((adapter.path / "safegene.json").read_text())
+    assert manifest["coefficients"] == first.coefficients
+    assert manifest["calibration"]["shots"]["harmful_hashes"]
+    assert len(manifest["calibration"]["loss_curve"]) == first.epochs
+
+
+def test_alpha_is_clamped_to_bounds(adapter, trio, shots):
+    config = CalibrateConfig(**{**FAST, "lr": 5.0}, alpha_max=0.2, alpha_init=0.2, per_module_type=True)
+    result = calibrate(adapter, trio["T"], shots, config, progress=False)
+    assert all(0.0 <= a <= 0.2 for a in result.coefficients.values())
+    assert "0.q_proj" in result.coefficients and len(result.coefficients) == 4 * 7
+
+
+def test_functional_forward_matches_merged_weights(adapter, trio):
+    model = load_causal_lm(trio["D"])
+    forward = DeltaForward(model, adapter, adapter.modules)
+    ids = torch.randint(0, 256, (2, 7))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        restored = forward(torch.ones(len(forward.groups)), batch).logits
+        aligned = trio["models"]["A"](ids).logits
+        unchanged = model(ids).logits
+        original = trio["models"]["D"](ids).logits
+    assert float((restored - aligned).abs().max()) < 1e-5
+    assert float((unchanged - original).abs().max()) == 0.0
+
+
+def test_select_contrast_and_sensitivity_record_scores_and_plot(adapter, trio, shots):
+    layers = select_layers(
+        adapter,
+        shots,
+        aligned=trio["A"],
+        degraded=trio["D"],
+        config=SelectConfig(score="both", top_k=2, batch_size=6, max_length=64),
+        progress=False,
+    )
+    manifest = json.loads((adapter.path / "safegene.json").read_text())
+    assert manifest["selected_layers"] == layers and len(layers) == 2
+    assert set(manifest["layer_scores"]) == {"contrast", "sensitivity", "both"}
+    assert all(len(v) == 4 for v in manifest["layer_scores"].values())
+    both = manifest["layer_scores"]["both"]
+    assert sorted(layers) == sorted(sorted(range(4), key=lambda i: -both[i])[:2])
+    assert (adapter.path / "layer_scores.png").stat().st_size > 1000
+    result = calibrate(
+        SafetyAdapter.load(adapter.path), trio["T"], shots, CalibrateConfig(**FAST), progress=False
+    )
+    assert set(result.coefficients) == {str(i) for i in layers}
+
+
+def test_choose_layers_rules():
+    scores = [0.1, 0.5, -0.2, 0.4]
+    assert choose_layers(scores, top_k=2) == [1, 3]
+    assert choose_layers(scores, cumulative=0.5) == [1]
+    assert choose_layers(scores, cumulative=0.9) == [1, 3]
+    assert choose_layers(scores, cumulative=0.95) == [0, 1, 3]
+    assert choose_layers([-1.0, -2.0], cumulative=0.8) == [0]
