@@ -8,7 +8,7 @@
 Backends: `refusal`, `tfidf` (cheap, imported here), `encoder`, `lm-judge` (torch; imported on first use).
 """
 
-from seawall.detect import encoder, refusal, tfidf  # noqa: F401  (register the backends; torch loads lazily)
+from seawall.detect import encoder, lm_judge, refusal, tfidf  # noqa: F401  (register the backends; torch loads lazily)
 from seawall.detect.base import DETECTORS, Detector, as_pairs, load_detector, make_detector
 from seawall.detect.refusal import is_refusal, refusal_match
 

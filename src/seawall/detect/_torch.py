@@ -79,7 +79,9 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[n
         yield order[start : start + batch_size]
 
 
-def bucketed_train_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+def bucketed_train_batches(
+    lengths: Sequence[int], batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Shuffled training batches whose members have similar lengths (sorted within chunks of 50 batches)."""
     order = rng.permutation(len(lengths))
     chunk = batch_size * 50
@@ -92,7 +94,9 @@ def bucketed_train_batches(lengths: Sequence[int], batch_size: int, rng: np.rand
     return batches
 
 
-def pad_batch(sequences: list[list[int]], pad_id: int, type_ids: list[list[int]] | None = None) -> dict[str, Any]:
+def pad_batch(
+    sequences: list[list[int]], pad_id: int, type_ids: list[list[int]] | None = None
+) -> dict[str, Any]:
     """Right-pad a batch to its own longest member; returns torch tensors."""
     import torch
 

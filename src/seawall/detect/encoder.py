@@ -96,7 +96,11 @@ class EncoderDetector(Detector):
             )
         kwargs: dict[str, Any] = {}
         if fresh_head:
-            kwargs = {"num_labels": 2, "id2label": {0: "safe", 1: "unsafe"}, "label2id": {"safe": 0, "unsafe": 1}}
+            kwargs = {
+                "num_labels": 2,
+                "id2label": {0: "safe", 1: "unsafe"},
+                "label2id": {"safe": 0, "unsafe": 1},
+            }
         try:
             self.tokenizer_ = AutoTokenizer.from_pretrained(path)
             self.model_ = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
@@ -124,7 +128,11 @@ class EncoderDetector(Detector):
         for p, r in zip(prompts, responses, strict=True):
             p = head_tail(p, min(self.prompt_tokens, budget), 0.25)
             r = head_tail(r, budget - len(p), self.response_head)
-            first = ([self._cls] if self._cls is not None else []) + p + ([self._sep] if self._sep is not None else [])
+            first = (
+                ([self._cls] if self._cls is not None else [])
+                + p
+                + ([self._sep] if self._sep is not None else [])
+            )
             second = r + ([self._sep] if self._sep is not None else [])
             ids.append(first + second)
             types.append([0] * len(first) + [1] * len(second))
@@ -156,9 +164,18 @@ class EncoderDetector(Detector):
             checkpoint_dir=self.checkpoint_dir,
             max_steps=self.max_steps,
         )
-        dev_enc = (self.encode(dev[0]), dev[1]) if dev is not None and len(set(dev[1].tolist())) == 2 else None
+        dev_enc = (
+            (self.encode(dev[0]), dev[1]) if dev is not None and len(set(dev[1].tolist())) == 2 else None
+        )
         self.history_ = train(
-            self.model_, self._forward(self.model_), self.encode(pairs), y, dev_enc, self._pad, settings, "encoder"
+            self.model_,
+            self._forward(self.model_),
+            self.encode(pairs),
+            y,
+            dev_enc,
+            self._pad,
+            settings,
+            "encoder",
         )
         self.training_["history"] = {k: v for k, v in self.history_.items() if k != "loss"}
 
@@ -208,7 +225,18 @@ class EncoderDetector(Detector):
         self.base_fingerprint_ = state.get("base_fingerprint")
 
 
-_CAUSAL_ONLY = {"llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3", "gemma3_text", "gpt2", "phi3", "smollm3"}
+_CAUSAL_ONLY = {
+    "llama",
+    "mistral",
+    "qwen2",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3_text",
+    "gpt2",
+    "phi3",
+    "smollm3",
+}
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:

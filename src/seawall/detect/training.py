@@ -59,7 +59,11 @@ class TrainSettings:
 
 
 def predict_logits(
-    forward: Callable[[dict[str, Any]], Any], data: Encoded, pad_id: int, batch_size: int, desc: str | None = None
+    forward: Callable[[dict[str, Any]], Any],
+    data: Encoded,
+    pad_id: int,
+    batch_size: int,
+    desc: str | None = None,
 ) -> np.ndarray:
     """Logits (n, 2) in input order, computed in length-sorted batches with dynamic padding."""
     import torch
@@ -137,7 +141,9 @@ def train(
     stop = False
     while step < total and not stop:
         # The order depends only on (seed, epoch), so a resumed run sees the same batches it would have.
-        batches = bucketed_train_batches(lengths, settings.batch_size, np.random.default_rng([settings.seed, epoch]))
+        batches = bucketed_train_batches(
+            lengths, settings.batch_size, np.random.default_rng([settings.seed, epoch])
+        )
         for index in batches[step - epoch * steps_per_epoch :]:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
@@ -167,7 +173,12 @@ def train(
                     ckpt,
                     model,
                     optimizer,
-                    {"step": step, "history": history, "best_auroc": best["auroc"], "best_step": best["step"]},
+                    {
+                        "step": step,
+                        "history": history,
+                        "best_auroc": best["auroc"],
+                        "best_step": best["step"],
+                    },
                 )
             if step >= total or stop:
                 break
