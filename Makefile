@@ -24,12 +24,12 @@ test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow and not integration"
 
 lint: setup
-	$(VENV)/bin/ruff check src tests bench scripts
-	$(VENV)/bin/ruff format --check src tests bench scripts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 format: setup
-	$(VENV)/bin/ruff check --fix src tests bench scripts
-	$(VENV)/bin/ruff format src tests bench scripts
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf $(VENV) build *.egg-info

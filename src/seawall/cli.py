@@ -30,7 +30,9 @@ def version() -> None:
 
 @app.command()
 def demo(
-    data_dir: str | None = typer.Option(None, "--data-dir", help="Shared data folder (default: ../shared/data)."),
+    data_dir: str | None = typer.Option(
+        None, "--data-dir", help="Shared data folder (default: ../shared/data)."
+    ),
 ) -> None:
     """Run the main job on the embedded defaults."""
     from seawall.demo import run_demo
@@ -43,7 +45,7 @@ def main() -> None:
     try:
         app()
     except SeawallError as error:
-        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(error)))
+        Console(stderr=True).print(Text.assemble(("error: ", "bold red"), str(error)), soft_wrap=True)
         sys.exit(2)
 
 

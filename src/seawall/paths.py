@@ -35,10 +35,7 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
 def cache_dir(kind: str = "") -> Path:
     """The cache root ($SEAWALL_CACHE, else $XDG_CACHE_HOME/seawall, else ~/.cache/seawall), or a sub-folder."""
     root = os.environ.get("SEAWALL_CACHE")
-    if root:
-        base = Path(root)
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seawall"
+    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seawall"
     path = base / kind if kind else base
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -15,7 +15,7 @@ def fetch(url: str, sha256: str | None, dest: Path, timeout: float = 60.0) -> Pa
     if dest.is_file() and (sha256 is None or _sha256(dest.read_bytes()) == sha256):
         return dest
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (file:// is intended for mirrors)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             data = response.read()
     except OSError as error:
         raise DataError(f"could not download {url}: {error}") from None

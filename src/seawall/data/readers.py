@@ -152,7 +152,9 @@ def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> tuple[list[dic
     return rows, report
 
 
-def read_json_array(path: str | Path, required: Sequence[str] = ()) -> tuple[list[dict[str, Any]], ReadReport]:
+def read_json_array(
+    path: str | Path, required: Sequence[str] = ()
+) -> tuple[list[dict[str, Any]], ReadReport]:
     """Read a JSON file holding a list of objects."""
     path = Path(path)
     if not path.is_file():
@@ -205,4 +207,3 @@ def is_missing(value: Any) -> bool:
     if isinstance(value, float) and math.isnan(value):
         return True
     return isinstance(value, str) and not value.strip()
-

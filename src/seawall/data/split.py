@@ -44,7 +44,9 @@ def _allocate(total: int, fractions: dict[str, float]) -> dict[str, int]:
     weight = sum(fractions.values())
     exact = {name: total * f / weight for name, f in fractions.items()}
     counts = {name: int(value) for name, value in exact.items()}
-    for name in sorted(exact, key=lambda n: exact[n] - counts[n], reverse=True)[: total - sum(counts.values())]:
+    for name in sorted(exact, key=lambda n: exact[n] - counts[n], reverse=True)[
+        : total - sum(counts.values())
+    ]:
         counts[name] += 1
     return counts
 

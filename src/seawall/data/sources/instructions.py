@@ -19,14 +19,22 @@ from seawall.data.records import ResponseRecord
 )
 def load_alpaca(root: Path, split: str | None) -> Dataset:
     """Alpaca subset: instruction (+ input) as the prompt, output as a safe response."""
-    items, report = read_json_array(root / "instructions/alpaca/alpaca_subset_2000.json", ("instruction", "output"))
+    items, report = read_json_array(
+        root / "instructions/alpaca/alpaca_subset_2000.json", ("instruction", "output")
+    )
     records = []
     for index, item in enumerate(items, start=1):
         prompt = item["instruction"].strip()
         if item.get("input", "").strip():
             prompt = f"{prompt}\n\n{item['input'].strip()}"
         records.append(
-            ResponseRecord(id=f"alpaca-{index:04d}", prompt=prompt, response=item["output"], label="safe", source="alpaca")
+            ResponseRecord(
+                id=f"alpaca-{index:04d}",
+                prompt=prompt,
+                response=item["output"],
+                label="safe",
+                source="alpaca",
+            )
         )
     return Dataset("alpaca", records, report)
 
@@ -52,7 +60,9 @@ def first_exchange(dialogue: str) -> tuple[str, str] | None:
 )
 def load_hh_rlhf_harmless(root: Path, split: str | None) -> Dataset:
     """HH-RLHF harmless-base: the first exchange of each `chosen` dialogue; the rejected reply is kept in metadata."""
-    rows, report = read_jsonl(root / "instructions/hh_rlhf/harmless-base/test.jsonl.gz", ("chosen", "rejected"))
+    rows, report = read_jsonl(
+        root / "instructions/hh_rlhf/harmless-base/test.jsonl.gz", ("chosen", "rejected")
+    )
     records = []
     for index, row in enumerate(rows, start=1):
         chosen = first_exchange(row["chosen"])

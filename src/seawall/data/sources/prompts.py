@@ -62,65 +62,136 @@ def load_harmbench(root: Path, split: str | None) -> Dataset:
         if row["ContextString"].strip():
             row["Behavior"] = f"{row['ContextString'].strip()}\n\n---\n\n{row['Behavior'].strip()}"
     dataset = _prompts(
-        "harmbench", rows, report, text="Behavior", id_prefix="hb", harmful=True, category="SemanticCategory",
-        taxonomy="harmbench", id_column="BehaviorID", metadata=("FunctionalCategory",),
+        "harmbench",
+        rows,
+        report,
+        text="Behavior",
+        id_prefix="hb",
+        harmful=True,
+        category="SemanticCategory",
+        taxonomy="harmbench",
+        id_column="BehaviorID",
+        metadata=("FunctionalCategory",),
     )
     dataset.split = split
     return dataset
 
 
-@register("advbench", kind="harmful-prompts", path="prompts/harmful/advbench/advbench_behaviors.csv", licence="MIT",
-          description="520 AdvBench harmful behaviours")
+@register(
+    "advbench",
+    kind="harmful-prompts",
+    path="prompts/harmful/advbench/advbench_behaviors.csv",
+    licence="MIT",
+    description="520 AdvBench harmful behaviours",
+)
 def load_advbench(root: Path, split: str | None) -> Dataset:
     """AdvBench behaviours (no categories)."""
-    rows, report = read_table(root / "prompts/harmful/advbench/advbench_behaviors.csv", required=("Behavior", "BehaviorID"))
+    rows, report = read_table(
+        root / "prompts/harmful/advbench/advbench_behaviors.csv", required=("Behavior", "BehaviorID")
+    )
     return _prompts("advbench", rows, report, text="Behavior", id_prefix="adv", harmful=True)
 
 
-@register("strongreject", kind="harmful-prompts", path="prompts/harmful/strongreject/strongreject_dataset.csv",
-          licence="MIT", description="313 StrongREJECT forbidden prompts, 6 categories")
+@register(
+    "strongreject",
+    kind="harmful-prompts",
+    path="prompts/harmful/strongreject/strongreject_dataset.csv",
+    licence="MIT",
+    description="313 StrongREJECT forbidden prompts, 6 categories",
+)
 def load_strongreject(root: Path, split: str | None) -> Dataset:
     """StrongREJECT forbidden prompts."""
     rows, report = read_table(
-        root / "prompts/harmful/strongreject/strongreject_dataset.csv", required=("category", "source", "forbidden_prompt")
+        root / "prompts/harmful/strongreject/strongreject_dataset.csv",
+        required=("category", "source", "forbidden_prompt"),
     )
-    return _prompts("strongreject", rows, report, text="forbidden_prompt", id_prefix="sr", harmful=True,
-                    category="category", taxonomy="strongreject", metadata=("source",))
+    return _prompts(
+        "strongreject",
+        rows,
+        report,
+        text="forbidden_prompt",
+        id_prefix="sr",
+        harmful=True,
+        category="category",
+        taxonomy="strongreject",
+        metadata=("source",),
+    )
 
 
 def _jbb(root: Path, name: str, folder: str, harmful: bool) -> Dataset:
     rows, report = read_table(root / folder, required=("Index", "Goal", "Behavior", "Category", "Source"))
-    return _prompts(name, rows, report, text="Goal", id_prefix=name, harmful=harmful, category="Category",
-                    taxonomy="jbb", id_column="Index", metadata=("Behavior", "Source"))
+    return _prompts(
+        name,
+        rows,
+        report,
+        text="Goal",
+        id_prefix=name,
+        harmful=harmful,
+        category="Category",
+        taxonomy="jbb",
+        id_column="Index",
+        metadata=("Behavior", "Source"),
+    )
 
 
-@register("jbb-harmful", kind="harmful-prompts", path="prompts/harmful/jbb/harmful-behaviors.csv", licence="MIT",
-          description="100 JailbreakBench harmful behaviours, 10 categories (SecureBreak's questions)")
+@register(
+    "jbb-harmful",
+    kind="harmful-prompts",
+    path="prompts/harmful/jbb/harmful-behaviors.csv",
+    licence="MIT",
+    description="100 JailbreakBench harmful behaviours, 10 categories (SecureBreak's questions)",
+)
 def load_jbb_harmful(root: Path, split: str | None) -> Dataset:
     """JBB-Behaviors harmful set."""
     return _jbb(root, "jbb-harmful", "prompts/harmful/jbb/harmful-behaviors.csv", harmful=True)
 
 
-@register("jbb-benign", kind="benign-prompts", path="prompts/benign/jbb/benign-behaviors.csv", licence="MIT",
-          description="100 benign twins of the JBB harmful behaviours")
+@register(
+    "jbb-benign",
+    kind="benign-prompts",
+    path="prompts/benign/jbb/benign-behaviors.csv",
+    licence="MIT",
+    description="100 benign twins of the JBB harmful behaviours",
+)
 def load_jbb_benign(root: Path, split: str | None) -> Dataset:
     """JBB-Behaviors benign set (should be answered)."""
     return _jbb(root, "jbb-benign", "prompts/benign/jbb/benign-behaviors.csv", harmful=False)
 
 
-@register("simplesafetytests", kind="harmful-prompts", path="prompts/harmful/simplesafetytests/test_cases.csv",
-          licence="CC BY 4.0", description="100 SimpleSafetyTests prompts, 5 harm areas")
+@register(
+    "simplesafetytests",
+    kind="harmful-prompts",
+    path="prompts/harmful/simplesafetytests/test_cases.csv",
+    licence="CC BY 4.0",
+    description="100 SimpleSafetyTests prompts, 5 harm areas",
+)
 def load_simplesafetytests(root: Path, split: str | None) -> Dataset:
     """SimpleSafetyTests."""
     rows, report = read_table(
-        root / "prompts/harmful/simplesafetytests/test_cases.csv", required=("id", "harm_area", "category", "prompts_final")
+        root / "prompts/harmful/simplesafetytests/test_cases.csv",
+        required=("id", "harm_area", "category", "prompts_final"),
     )
-    return _prompts("simplesafetytests", rows, report, text="prompts_final", id_prefix="sst", harmful=True,
-                    category="harm_area", taxonomy="simplesafetytests", id_column="id", metadata=("category",))
+    return _prompts(
+        "simplesafetytests",
+        rows,
+        report,
+        text="prompts_final",
+        id_prefix="sst",
+        harmful=True,
+        category="harm_area",
+        taxonomy="simplesafetytests",
+        id_column="id",
+        metadata=("category",),
+    )
 
 
-@register("donotanswer", kind="harmful-prompts", path="prompts/harmful/donotanswer", licence="Apache-2.0",
-          description="939 Do-Not-Answer prompts in 5 risk areas (one file per area)")
+@register(
+    "donotanswer",
+    kind="harmful-prompts",
+    path="prompts/harmful/donotanswer",
+    licence="Apache-2.0",
+    description="939 Do-Not-Answer prompts in 5 risk areas (one file per area)",
+)
 def load_donotanswer(root: Path, split: str | None) -> Dataset:
     """Do-Not-Answer: the file name is the risk area; `intents` kept in metadata."""
     folder = root / "prompts/harmful/donotanswer"
@@ -134,28 +205,51 @@ def load_donotanswer(root: Path, split: str | None) -> Dataset:
         for row in rows:
             records.append(
                 PromptRecord(
-                    id=f"dna-{len(records) + 1:04d}", prompt=row["prompt"].strip(), harmful=True, category=file.stem,
-                    source="donotanswer", metadata={"intents": row.get("intents", []), "hazard": hazard("donotanswer", file.stem)},
+                    id=f"dna-{len(records) + 1:04d}",
+                    prompt=row["prompt"].strip(),
+                    harmful=True,
+                    category=file.stem,
+                    source="donotanswer",
+                    metadata={"intents": row.get("intents", []), "hazard": hazard("donotanswer", file.stem)},
                 )
             )
     return Dataset("donotanswer", records, total)
 
 
-@register("ailuminate", kind="harmful-prompts",
-          path="prompts/harmful/ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv",
-          licence="CC BY 4.0", description="1,200 AILuminate v1.0 demo prompts, 12 hazards (15 codes), personas")
+@register(
+    "ailuminate",
+    kind="harmful-prompts",
+    path="prompts/harmful/ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv",
+    licence="CC BY 4.0",
+    description="1,200 AILuminate v1.0 demo prompts, 12 hazards (15 codes), personas",
+)
 def load_ailuminate(root: Path, split: str | None) -> Dataset:
     """AILuminate demo prompt set."""
     rows, report = read_table(
         root / "prompts/harmful/ailuminate/airr_official_1.0_demo_en_us_prompt_set_release.csv",
         required=("release_prompt_id", "prompt_text", "hazard", "persona"),
     )
-    return _prompts("ailuminate", rows, report, text="prompt_text", id_prefix="ail", harmful=True, category="hazard",
-                    taxonomy="ailuminate", id_column="release_prompt_id", metadata=("persona",))
+    return _prompts(
+        "ailuminate",
+        rows,
+        report,
+        text="prompt_text",
+        id_prefix="ail",
+        harmful=True,
+        category="hazard",
+        taxonomy="ailuminate",
+        id_column="release_prompt_id",
+        metadata=("persona",),
+    )
 
 
-@register("xstest", kind="benign-prompts", path="prompts/benign/xstest/xstest_prompts.csv", licence="CC BY 4.0",
-          description="450 XSTest prompts: 250 safe (should be answered), 200 unsafe contrast prompts")
+@register(
+    "xstest",
+    kind="benign-prompts",
+    path="prompts/benign/xstest/xstest_prompts.csv",
+    licence="CC BY 4.0",
+    description="450 XSTest prompts: 250 safe (should be answered), 200 unsafe contrast prompts",
+)
 def load_xstest(root: Path, split: str | None) -> Dataset:
     """XSTest: `harmful` is True for the 200 unsafe contrast prompts; over-refusal uses the 250 safe ones."""
     file = root / "prompts/benign/xstest/xstest_prompts.csv"
@@ -166,20 +260,39 @@ def load_xstest(root: Path, split: str | None) -> Dataset:
         if label not in ("safe", "unsafe"):
             raise DataError(f"{file}, row {row['__line__']}, column label: {label!r} is not safe/unsafe")
         records.append(
-            PromptRecord(id=f"xstest-{row['id']}", prompt=row["prompt"].strip(), harmful=label == "unsafe",
-                         category=row["type"], source="xstest", metadata={"focus": row.get("focus"), "note": row.get("note")})
+            PromptRecord(
+                id=f"xstest-{row['id']}",
+                prompt=row["prompt"].strip(),
+                harmful=label == "unsafe",
+                category=row["type"],
+                source="xstest",
+                metadata={"focus": row.get("focus"), "note": row.get("note")},
+            )
         )
     return Dataset("xstest", records, report)
 
 
-@register("coconot-contrast", kind="benign-prompts", path="prompts/benign/coconot/coconot_contrast_eval.jsonl",
-          licence="MIT", description="379 CoCoNot contrast requests that look sensitive but should be answered")
+@register(
+    "coconot-contrast",
+    kind="benign-prompts",
+    path="prompts/benign/coconot/coconot_contrast_eval.jsonl",
+    licence="MIT",
+    description="379 CoCoNot contrast requests that look sensitive but should be answered",
+)
 def load_coconot_contrast(root: Path, split: str | None) -> Dataset:
     """CoCoNot contrast set."""
-    rows, report = read_jsonl(root / "prompts/benign/coconot/coconot_contrast_eval.jsonl", ("id", "prompt", "category"))
+    rows, report = read_jsonl(
+        root / "prompts/benign/coconot/coconot_contrast_eval.jsonl", ("id", "prompt", "category")
+    )
     records = [
-        PromptRecord(id=f"coconot-{row['id']}", prompt=row["prompt"].strip(), harmful=False, category=row["category"],
-                     source="coconot-contrast", metadata={"subcategory": row.get("subcategory")})
+        PromptRecord(
+            id=f"coconot-{row['id']}",
+            prompt=row["prompt"].strip(),
+            harmful=False,
+            category=row["category"],
+            source="coconot-contrast",
+            metadata={"subcategory": row.get("subcategory")},
+        )
         for row in rows
     ]
     return Dataset("coconot-contrast", records, report)

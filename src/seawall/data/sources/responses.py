@@ -16,7 +16,17 @@ from seawall.paths import cache_dir
 
 SECUREBREAK_URL = "https://raw.githubusercontent.com/VIGNESH-KUMAR-KEMBU/SecureBreak/main/SecureBreak.csv"
 SECUREBREAK_SHA256 = "5874a3e2adddf13eb385a05ef598f7a7010b4924eacfef0808b2dc54b1665387"
-SECUREBREAK_COLUMNS = ("Question", "Behavior", "Category", "Question_Source", "Response", "LLMs", "Source_LLM", "Noise", "Human")
+SECUREBREAK_COLUMNS = (
+    "Question",
+    "Behavior",
+    "Category",
+    "Question_Source",
+    "Response",
+    "LLMs",
+    "Source_LLM",
+    "Noise",
+    "Human",
+)
 
 
 def securebreak_file(root: Path, url: str | None = None) -> Path:
@@ -35,7 +45,9 @@ def securebreak_file(root: Path, url: str | None = None) -> Path:
     licence="CC BY 4.0",
     description="3,059 human-labelled responses of 7 small LLMs to the 100 JBB harmful behaviours",
 )
-def load_securebreak(root: Path, split: str | None, url: str | None = None, path: str | Path | None = None) -> Dataset:
+def load_securebreak(
+    root: Path, split: str | None, url: str | None = None, path: str | Path | None = None
+) -> Dataset:
     """SecureBreak: `Human` 1 = unsafe; invalid bytes repaired and counted; ids are sb-<data row>."""
     file = Path(path) if path else securebreak_file(root, url)
     rows, report = read_table(file, required=SECUREBREAK_COLUMNS)

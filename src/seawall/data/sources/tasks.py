@@ -27,24 +27,41 @@ def _label(value: str, labels: tuple[str, ...], where: str, offset: int = 0) -> 
     return labels[index]
 
 
-@register("sst2", kind="task", path="tasks/sst2", licence="GLUE SST-2 (no licence stated by the source)",
-          description="SST-2 sentiment: 67,349 train, 872 test (GLUE dev)", splits=("train", "test"), default_split="train")
+@register(
+    "sst2",
+    kind="task",
+    path="tasks/sst2",
+    licence="GLUE SST-2 (no licence stated by the source)",
+    description="SST-2 sentiment: 67,349 train, 872 test (GLUE dev)",
+    splits=("train", "test"),
+    default_split="train",
+)
 def load_sst2(root: Path, split: str | None) -> Dataset:
     """SST-2; the GLUE dev file serves as the test split."""
     file = root / "tasks/sst2" / ("train.tsv" if split == "train" else "dev.tsv")
     rows, report = read_table(file, required=("sentence", "label"), delimiter="\t")
     records = [
-        TaskExample(id=f"sst2-{split}-{i:05d}", input=row["sentence"].strip(),
-                    target=_label(row["label"], SST2_LABELS, f"{file}, row {row['__line__']}, column label"),
-                    choices=SST2_LABELS, source="sst2")
+        TaskExample(
+            id=f"sst2-{split}-{i:05d}",
+            input=row["sentence"].strip(),
+            target=_label(row["label"], SST2_LABELS, f"{file}, row {row['__line__']}, column label"),
+            choices=SST2_LABELS,
+            source="sst2",
+        )
         for i, row in enumerate(rows, start=1)
     ]
     return Dataset("sst2", records, report, split=split)
 
 
-@register("ag_news", kind="task", path="tasks/ag_news", licence="research / non-commercial use",
-          description="AG News topics: 20,000 train (balanced subset), 7,600 test", splits=("train", "test"),
-          default_split="train")
+@register(
+    "ag_news",
+    kind="task",
+    path="tasks/ag_news",
+    licence="research / non-commercial use",
+    description="AG News topics: 20,000 train (balanced subset), 7,600 test",
+    splits=("train", "test"),
+    default_split="train",
+)
 def load_ag_news(root: Path, split: str | None) -> Dataset:
     """AG News; classes 1..4 = World, Sports, Business, Sci/Tech; input = title + description."""
     if split == "train":
@@ -54,17 +71,29 @@ def load_ag_news(root: Path, split: str | None) -> Dataset:
         file = root / "tasks/ag_news/test.csv"
         rows, report = read_table(file, header=("class_index", "title", "description"))
     records = [
-        TaskExample(id=f"ag_news-{split}-{i:05d}", input=f"{row['title'].strip()}\n{row['description'].strip()}".replace("\\", " "),
-                    target=_label(row["class_index"], AG_NEWS_LABELS, f"{file}, row {row['__line__']}, column class_index", 1),
-                    choices=AG_NEWS_LABELS, source="ag_news")
+        TaskExample(
+            id=f"ag_news-{split}-{i:05d}",
+            input=f"{row['title'].strip()}\n{row['description'].strip()}".replace("\\", " "),
+            target=_label(
+                row["class_index"], AG_NEWS_LABELS, f"{file}, row {row['__line__']}, column class_index", 1
+            ),
+            choices=AG_NEWS_LABELS,
+            source="ag_news",
+        )
         for i, row in enumerate(rows, start=1)
     ]
     return Dataset("ag_news", records, report, split=split)
 
 
-@register("boolq", kind="task", path="tasks/boolq/dev.jsonl", licence="CC BY-SA 3.0",
-          description="BoolQ yes/no questions: the 3,270-row dev file split 70/30 (seed 0) into train/test",
-          splits=("train", "test"), default_split="train")
+@register(
+    "boolq",
+    kind="task",
+    path="tasks/boolq/dev.jsonl",
+    licence="CC BY-SA 3.0",
+    description="BoolQ yes/no questions: the 3,270-row dev file split 70/30 (seed 0) into train/test",
+    splits=("train", "test"),
+    default_split="train",
+)
 def load_boolq(root: Path, split: str | None) -> Dataset:
     """BoolQ; only its dev file exists, so it is split by a seeded shuffle, grouped by passage title."""
     file = root / "tasks/boolq/dev.jsonl"
@@ -78,17 +107,31 @@ def load_boolq(root: Path, split: str | None) -> Dataset:
         if (row["title"] in test_titles) != (split == "test"):
             continue
         if not isinstance(row["answer"], bool):
-            raise DataError(f"{file}, line {row['__line__']}, field answer: {row['answer']!r} is not true/false")
+            raise DataError(
+                f"{file}, line {row['__line__']}, field answer: {row['answer']!r} is not true/false"
+            )
         records.append(
-            TaskExample(id=f"boolq-{row['__line__']:04d}", input=f"{row['passage'].strip()}\n\nQuestion: {row['question'].strip()}?",
-                        target="yes" if row["answer"] else "no", choices=BOOLQ_LABELS, source="boolq",
-                        metadata={"title": row["title"]})
+            TaskExample(
+                id=f"boolq-{row['__line__']:04d}",
+                input=f"{row['passage'].strip()}\n\nQuestion: {row['question'].strip()}?",
+                target="yes" if row["answer"] else "no",
+                choices=BOOLQ_LABELS,
+                source="boolq",
+                metadata={"title": row["title"]},
+            )
         )
     return Dataset("boolq", records, report, split=split)
 
 
-@register("gsm8k", kind="task", path="tasks/gsm8k", licence="MIT",
-          description="GSM8K grade-school maths: 7,473 train, 1,319 test", splits=("train", "test"), default_split="train")
+@register(
+    "gsm8k",
+    kind="task",
+    path="tasks/gsm8k",
+    licence="MIT",
+    description="GSM8K grade-school maths: 7,473 train, 1,319 test",
+    splits=("train", "test"),
+    default_split="train",
+)
 def load_gsm8k(root: Path, split: str | None) -> Dataset:
     """GSM8K; the target is the final number after '####', the worked solution is kept in metadata."""
     file = root / "tasks/gsm8k" / f"{split}.jsonl"
@@ -98,6 +141,13 @@ def load_gsm8k(root: Path, split: str | None) -> Dataset:
         if "####" not in row["answer"]:
             raise DataError(f"{file}, line {row['__line__']}, field answer: no '#### N' final answer")
         final = row["answer"].rsplit("####", 1)[1].strip().replace(",", "")
-        records.append(TaskExample(id=f"gsm8k-{split}-{i:04d}", input=row["question"].strip(), target=final,
-                                   source="gsm8k", metadata={"solution": row["answer"]}))
+        records.append(
+            TaskExample(
+                id=f"gsm8k-{split}-{i:04d}",
+                input=row["question"].strip(),
+                target=final,
+                source="gsm8k",
+                metadata={"solution": row["answer"]},
+            )
+        )
     return Dataset("gsm8k", records, report, split=split)
