@@ -10,6 +10,7 @@ from rich.text import Text
 
 from seawall import __version__
 from seawall.data.cli import app as data_app
+from seawall.detect.cli import app as detect_app
 from seawall.errors import SeawallError
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(detect_app, name="detect")
 
 
 @app.command()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -196,8 +195,3 @@ def _restore_optimizer(optimizer: Any, tensors: dict[str, Any], meta: dict[str, 
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def env_flag(name: str) -> bool:
-    """True when the environment variable is set to 1/true/yes."""
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

@@ -11,6 +11,7 @@ response set's dev/test split are dropped from training, so no evaluation questi
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Iterator
@@ -58,6 +59,9 @@ class DataMix(BaseModel):
         0, ge=0, description="harmful prompts paired with refusal templates, at most"
     )
     refusal_prompt_sets: list[str] = Field(default_factory=lambda: ["advbench"])
+    max_dev_rows: dict[str, int] = Field(
+        default_factory=dict, description="per response set, a cap on its dev rows (cheaper calibration)"
+    )
     max_train_rows: dict[str, int] = Field(
         default_factory=dict, description="per response set, a cap on its train rows (seeded sample)"
     )
@@ -143,7 +147,10 @@ def build_mix(mix: DataMix, data_dir: str | None = None) -> dict[str, list[Respo
         if name in mix.max_train_rows:
             train = _sample(train, mix.max_train_rows[name], mix.seed)
         out["train"] += train
-        out["dev"] += split["dev"]
+        dev = split["dev"]
+        if name in mix.max_dev_rows:
+            dev = _sample(dev, mix.max_dev_rows[name], mix.seed)
+        out["dev"] += dev
         out["test"] += split["test"]
     # Every response set's dev/test questions are excluded, not only the mixed-in ones: cross-dataset
     # evaluation tests on the other set's held-out questions.
@@ -282,21 +289,15 @@ def _file_records(path: Path) -> tuple[str, list[ResponseRecord], dict[str, Any]
     if path.suffix.lower() == ".csv":
         import pandas as pd
 
-        raw = path.read_bytes()
-        text = raw.decode("utf-8", errors="replace")
-        import io
-
+        # Invalid UTF-8 bytes become U+FFFD instead of failing the whole file; the count is reported.
+        text = path.read_bytes().decode("utf-8", errors="replace")
         frame = pd.read_csv(io.StringIO(text), dtype=object, keep_default_na=True)
         for index, row in enumerate(frame.to_dict(orient="records")):
             try:
                 records.append(row_to_record(row, f"{path.stem}-{index + 2}"))
             except DataError as error:
                 errors.append({"line": index + 2, "error": str(error)})
-        report = {
-            "rows": len(frame),
-            "bad_rows": errors,
-            "repaired_utf8": raw.count(b"\xef\xbf\xbd") == 0 and "\ufffd" in text,
-        }
+        report = {"rows": len(frame), "bad_rows": errors, "replacement_chars": text.count("\ufffd")}
     else:
         with path.open("rb") as stream:
             for number, obj, error in iter_jsonl(stream):

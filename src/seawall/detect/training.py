@@ -92,7 +92,6 @@ def train(
     from sklearn.metrics import roc_auc_score
     from tqdm.auto import tqdm
 
-    rng = np.random.default_rng(settings.seed)
     lengths = [len(s) for s in train_data.ids]
     steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
     total = max(1, math.ceil(steps_per_epoch * settings.epochs))
