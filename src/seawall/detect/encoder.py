@@ -10,13 +10,15 @@ Truncation, within `max_length` tokens:
 - texts longer than ~9,000 characters are first cut to their first 6,000 and last 3,000 characters, so a 100,000-
   character response costs no more than a long one.
 The fast path scores in length-sorted batches with dynamic padding under `torch.inference_mode`, optionally with
-dynamic int8 quantization of the linear layers (`quantize=True`).
+dynamic int8 quantization of the linear layers (`quantize=True`). `freeze_layers=k` trains only the blocks above
+the k-th (and the head), which makes a CPU training step markedly cheaper.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ class EncoderDetector(Detector):
         batch_size: int = 16,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
+        freeze_layers: int = 0,
         class_weight: str | None = "balanced",
         patience: int = 2,
         eval_every: int = 0,
@@ -69,6 +72,7 @@ class EncoderDetector(Detector):
         self.batch_size = batch_size
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
+        self.freeze_layers = freeze_layers
         self.class_weight = class_weight
         self.patience = patience
         self.eval_every = eval_every
@@ -151,6 +155,8 @@ class EncoderDetector(Detector):
         path = resolve_model_path(self.base_model)
         self._load_model(path, fresh_head=True)
         self.base_fingerprint_ = _fingerprint(path)
+        if self.freeze_layers:
+            _freeze_lower(self.model_, self.freeze_layers)
         settings = TrainSettings(
             lr=self.lr,
             epochs=self.epochs,
@@ -223,6 +229,17 @@ class EncoderDetector(Detector):
         setup_torch(self.num_threads)
         self._load_model(path, fresh_head=False)
         self.base_fingerprint_ = state.get("base_fingerprint")
+
+
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def _freeze_lower(model: Any, n_layers: int) -> None:
+    """Freeze the embeddings and the first `n_layers` blocks: backward stops early, a step costs much less on CPU."""
+    for name, param in model.named_parameters():
+        match = _LAYER_INDEX.search(name)
+        if "embeddings" in name or (match and int(match.group(1)) < n_layers):
+            param.requires_grad_(False)
 
 
 _CAUSAL_ONLY = {
