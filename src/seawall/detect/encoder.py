@@ -26,7 +26,7 @@ import numpy as np
 
 from seawall.detect._torch import clip_chars, head_tail, resolve_model_path, seed_everything, setup_torch
 from seawall.detect.base import DETECTORS, Detector, Pair
-from seawall.detect.training import Encoded, TrainSettings, predict_logits, train
+from seawall.detect.training import PROGRESS_MIN_ROWS, Encoded, TrainSettings, predict_logits, train
 from seawall.errors import ModelError
 
 MODEL_DIR = "model"
@@ -190,7 +190,11 @@ class EncoderDetector(Detector):
 
         setup_torch(self.num_threads)
         logits = predict_logits(
-            self._forward(self._inference_model()), self.encode(pairs), self._pad, self.inference_batch_size
+            self._forward(self._inference_model()),
+            self.encode(pairs),
+            self._pad,
+            self.inference_batch_size,
+            desc="encoder: scoring" if len(pairs) >= PROGRESS_MIN_ROWS else None,
         )
         return torch.softmax(torch.tensor(logits), dim=1)[:, 1].numpy().astype(np.float64)
 

@@ -24,6 +24,9 @@ from seawall.detect._torch import (
     save_checkpoint,
 )
 
+# Scoring this many rows or more shows a progress bar (small calls, e.g. a guard's, stay silent).
+PROGRESS_MIN_ROWS = 512
+
 
 @dataclass
 class Encoded:
