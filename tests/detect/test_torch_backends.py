@@ -25,7 +25,8 @@ def _small(split, n=48):
     return unsafe + safe
 
 
-def test_encoder_fit_save_load_round_trip(tmp_path, sb_split, tiny_bert_dir):
+@pytest.fixture(scope="module")
+def fitted_encoder(sb_split, tiny_bert_dir):
     train = _small(sb_split)
     dev = _small({"train": sb_split["dev"]}, 32)
     det = make_detector(
@@ -37,7 +38,11 @@ def test_encoder_fit_save_load_round_trip(tmp_path, sb_split, tiny_bert_dir):
         epochs=1,
         seed=0,
     )
-    det.fit(train, dev=dev)
+    return det.fit(train, dev=dev)
+
+
+def test_encoder_fit_save_load_round_trip(tmp_path, fitted_encoder):
+    det = fitted_encoder
     p = det.predict_proba(PAIRS)
     assert p.shape == (4, 2)
     assert np.allclose(p.sum(axis=1), 1.0)
@@ -101,13 +106,19 @@ def test_encoder_rejects_causal_lm_folder(tiny_llama_dir, sb_split):
         det.fit(_small(sb_split, 8))
 
 
-def test_encoder_quantized_agrees(sb_split, tiny_bert_dir):
-    det = make_detector("encoder", base_model=str(tiny_bert_dir), max_length=48, batch_size=8, epochs=1)
-    det.fit(_small(sb_split))
+def test_encoder_quantized_agrees(sb_split, fitted_encoder):
+    det = fitted_encoder
     pairs = [(r.prompt, r.response) for r in sb_split["test"][:64]]
     fp32 = det.raw_score(pairs)
     det.set_params(quantize=True)
-    assert np.abs(det.raw_score(pairs) - fp32).max() < 0.05
+    try:
+        quantized = det.raw_score(pairs)
+    finally:
+        det.set_params(quantize=False)
+    assert np.abs(quantized - fp32).max() < 0.05
+    # dynamic padding in length-sorted batches gives the same scores as one row at a time
+    single = np.array([det.raw_score([pair])[0] for pair in pairs[:8]])
+    assert np.allclose(single, fp32[:8], atol=1e-5)
 
 
 def test_lm_judge_zero_shot_and_lora_round_trip(tmp_path, sb_split, tiny_llama_dir):
