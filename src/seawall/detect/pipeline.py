@@ -32,6 +32,9 @@ class TrainConfig(BaseModel):
     output: str = Field(description="folder for the trained detector")
     report_dir: str | None = Field(None, description="folder for eval JSON/PNG (default: OUTPUT/eval)")
     eval_sets: list[str] = Field(default_factory=lambda: list(DEFAULT_EVAL_SETS))
+    eval_max_rows: int | None = Field(
+        None, ge=1, description="evaluate on a seeded sample of at most this many rows per set (slow judges)"
+    )
     n_boot: int = Field(1000, ge=0)
     overwrite: bool = False
 
@@ -102,6 +105,9 @@ def run_training(config: TrainConfig, data_dir: str | None = None) -> dict[str, 
     evaluations = {}
     for spec in config.eval_sets:
         name, records, _ = eval_records(spec, data_dir)
+        if config.eval_max_rows and len(records) > config.eval_max_rows:
+            keep = np.random.default_rng(0).choice(len(records), config.eval_max_rows, replace=False)
+            records = [records[i] for i in sorted(keep)]
         report = evaluate_detector(
             detector, records, name, report_dir / name.replace(":", "-"), config.n_boot
         )
