@@ -39,7 +39,7 @@ def train(
     rows = [{"data": name, "n": e["n"], **e["metrics"]} for name, e in summary["eval"].items()]
     console = Console()
     console.print(f"saved {cfg.output} ({summary['detector_id']}), trained in {summary['train_seconds']} s")
-    console.print(
+    typer.echo(
         format_table(rows, ["data", "n", "accuracy", "precision", "recall", "f1", "fpr", "auroc", "ece"])
     )
 
@@ -88,10 +88,10 @@ def evaluate(
     )
     for bad in read_report.get("bad_rows", [])[:20]:
         console.print(f"[yellow]skipped line {bad['line']}: {bad['error']}[/yellow]")
-    console.print(format_table(summary_rows(report), ["metric", "value", "ci95"]))
+    typer.echo(format_table(summary_rows(report), ["metric", "value", "ci95"]))
     console.print(f"confusion: {report['confusion']}")
     if report.get("per_category"):
-        console.print(
+        typer.echo(
             format_table(
                 report["per_category"],
                 ["category", "n", "n_unsafe", "accuracy", "recall", "f1", "fpr", "auroc"],

@@ -84,7 +84,7 @@ def build_report(results: Path) -> str:
             row[data] = f"{_fmt(_metric(run, data, 'f1'))} / {_fmt(_metric(run, data, 'auroc'))}{tag}"
         row["benign flagged"] = _fmt(_metric(run, "alpaca:test", "flag_rate"))
         row["refusals flagged"] = _fmt(_metric(run, "refusals:test", "flag_rate"))
-        row["train s"] = run.get("train_seconds")
+        row["train s"] = f"{run.get('train_seconds', 0):.0f}"
         rows.append(row)
     columns = ["run", "backend", "train sets", "n train", "securebreak:test", "gptfuzz:test"]
     columns += ["benign flagged", "refusals flagged", "train s"]
