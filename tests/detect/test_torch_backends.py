@@ -160,3 +160,17 @@ def test_lm_judge_rejects_other_architecture(tmp_path, sb_split, tiny_llama_dir,
     (folder / "detector.json").write_text(json.dumps(config))
     with pytest.raises(ModelError):
         load_detector(folder)
+
+
+def test_bench_smoke(tmp_path, fitted_encoder):
+    from seawall.detect.bench import run_bench
+
+    folder = fitted_encoder.save(tmp_path / "enc")
+    result = run_bench(str(folder), n=12, out=tmp_path / "bench.json")
+    assert json.loads((tmp_path / "bench.json").read_text())["n"] == 12
+    variants = {(r["variant"], r["batch_size"]) for r in result["runs"]}
+    assert variants == {(v, b) for v in ("naive-pipeline", "fast", "fast-int8") for b in (1, 32)}
+    fast = [r for r in result["runs"] if r["variant"] == "fast"]
+    assert all(r["agreement_vs_fp32"] == 1.0 and r["responses_per_s"] > 0 for r in fast)
+    naive = [r for r in result["runs"] if r["variant"] == "naive-pipeline"]
+    assert all(r["speedup_vs_naive"] == 1.0 for r in naive)
