@@ -89,14 +89,14 @@ def build_report(results: Path) -> str:
     columns = ["run", "backend", "train sets", "n train", "securebreak:test", "gptfuzz:test"]
     columns += ["benign flagged", "refusals flagged", "train s"]
     lines += [format_table(rows, columns), ""]
-    lines += _targets(runs)
+    lines += _targets(runs, results / "bench.json")
     lines += _lora_section(runs)
     lines += _detail_section(runs, results)
     lines += _bench_section(results / "bench.json")
     return "\n".join(lines) + "\n"
 
 
-def _targets(runs: dict[str, dict[str, Any]]) -> list[str]:
+def _targets(runs: dict[str, dict[str, Any]], bench_path: Path) -> list[str]:
     out = ["## Targets of issue 3", ""]
     checks = []
     enc = runs.get(DEFAULT_RUN)
@@ -116,6 +116,28 @@ def _targets(runs: dict[str, dict[str, Any]]) -> list[str]:
             )
         )
         checks.append(("… and on SecureBreak held-out questions ≥ 0.80", f1, f1 is not None and f1 >= 0.80))
+    zero, lora = runs.get("lmjudge-zeroshot"), runs.get("lmjudge-lora")
+    if zero and lora:
+        keys = [
+            (d, k) for d in ("securebreak:test", "gptfuzz:test") for k in ("f1", "auroc", "auprc", "accuracy")
+        ]
+        wins = sum(
+            1
+            for d, k in keys
+            if None not in (_metric(zero, d, k), _metric(lora, d, k))
+            and _metric(lora, d, k) > _metric(zero, d, k)
+        )
+        checks.append(
+            (f"LoRA lm-judge beats zero-shot on every metric (wins of {len(keys)})", wins, wins == len(keys))
+        )
+    if bench_path.is_file():
+        bench = json.loads(bench_path.read_text())
+        for run in bench["runs"]:
+            if run["variant"] == "naive-pipeline":
+                continue
+            ok = run["speedup_vs_naive"] >= 3 and run["agreement_vs_fp32"] >= 0.99
+            label = f"{run['variant']} at batch {run['batch_size']}: ≥ 3× naive and ≥ 99% agreement"
+            checks.append((label, f"{run['speedup_vs_naive']:.2f}× / {run['agreement_vs_fp32']:.1%}", ok))
     rows = [{"target": t, "measured": _fmt(v), "met": "yes" if ok else "**no**"} for t, v, ok in checks]
     out += [format_table(rows, ["target", "measured", "met"]) if rows else "(no encoder run yet)", ""]
     return out
