@@ -12,6 +12,8 @@ from seawall import __version__
 from seawall.data.cli import app as data_app
 from seawall.detect.cli import app as detect_app
 from seawall.errors import SeawallError
+from seawall.guard.cli import app as guard_app
+from seawall.models.cli import app as models_app
 
 app = typer.Typer(
     name="seawall",
@@ -22,6 +24,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(detect_app, name="detect")
+app.add_typer(guard_app, name="guard")
+app.add_typer(models_app, name="models")
 
 
 @app.command()

@@ -199,7 +199,9 @@ def report(
 @app.command()
 def demo(
     data_dir: str | None = typer.Option(None, "--data-dir"),
-    output: str = typer.Option("runs/detector/demo", "--output", help="Where the demo detector is saved."),
+    output: str | None = typer.Option(
+        None, "--output", help="Where the detector is saved (default: the guard's default detector folder)."
+    ),
 ) -> None:
     """Provision MiniLM, train + calibrate the default detector on SecureBreak, evaluate, print per category."""
     from seawall.detect.demo import run

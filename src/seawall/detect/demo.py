@@ -27,7 +27,7 @@ DEMO_PARAMS: dict[str, Any] = {
 }
 
 
-def demo_config(output: str = "runs/detector/demo", max_steps: int | None = None) -> TrainConfig:
+def demo_config(output: str, max_steps: int | None = None) -> TrainConfig:
     """The demo's run config (also a template for your own)."""
     params = dict(DEMO_PARAMS)
     if max_steps:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
+import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from seawall import paths
 from seawall.io import atomic_write_json
+from seawall.models.checkpoint import sha256_file
 
 MARKER = "seawall-model.json"
 MARKER_VERSION = 1
@@ -27,17 +29,11 @@ def models_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return root
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_marker(folder: Path, source: dict[str, Any]) -> dict[str, Any]:
     """Checksum every file in `folder` and write the completion marker; call it last, inside `atomic_dir`."""
+    # Temporary folders are created 0700; the cache may be shared, so publish entries world-readable.
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
     files = {
         str(path.relative_to(folder)): {"sha256": sha256_file(path), "size": path.stat().st_size}
         for path in sorted(folder.rglob("*"))
@@ -73,11 +69,21 @@ def is_complete(folder: Path, verify: bool = False) -> bool:
 
 @contextlib.contextmanager
 def entry_lock(root: Path, name: str) -> Iterator[None]:
-    """Serialise provisioning of one cache entry across processes (several agents share one cache)."""
+    """Serialise provisioning of one cache entry across processes, and sweep what killed runs left behind."""
     lock_path = root / f".{name}.lock"
     with open(lock_path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            _sweep_stale(root, name)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _sweep_stale(root: Path, name: str) -> None:
+    """Remove work folders of a killed run (`atomic_dir` partials, download folders); safe under the lock."""
+    # mkdtemp's random part has no dots, so an entry whose name extends this one never matches.
+    stale = re.compile(rf"\.{re.escape(name)}\.(?:[^.]+\.partial|download\.[^.]+|old)")
+    for path in root.iterdir():
+        if path.is_dir() and stale.fullmatch(path.name):
+            shutil.rmtree(path, ignore_errors=True)

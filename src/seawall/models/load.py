@@ -9,6 +9,19 @@ from seawall.errors import ModelError
 from seawall.models.resolve import resolve_model
 
 _DTYPES = ("float32", "bfloat16", "float16")
+# transformers maps these to *LMHeadModel classes, but without is_decoder they are bidirectional encoders:
+# generation from them is meaningless, so a causal-LM caller gets an error instead of noise.
+_ENCODER_TYPES = {
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "albert",
+    "electra",
+    "mpnet",
+    "deberta",
+    "deberta-v2",
+}
 
 
 def _torch_dtype(dtype: Any) -> Any:
@@ -40,9 +53,15 @@ def load_causal_lm(
     **kwargs: Any,
 ) -> Any:
     """A causal LM in eval mode, loaded from safetensors."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = resolve_model(ref, cache_dir)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    if config.model_type in _ENCODER_TYPES and not getattr(config, "is_decoder", False):
+        raise ModelError(
+            f"{folder} is an encoder ({config.model_type}), not a causal LM; use it as a detector encoder "
+            "(load_encoder_for_classification) or pass a causal LM such as smollm2-135m-instruct"
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(
             folder, dtype=_torch_dtype(dtype), use_safetensors=True, trust_remote_code=False, **kwargs

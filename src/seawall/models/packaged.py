@@ -59,10 +59,11 @@ PACKAGED: tuple[PackagedModel, ...] = (
             "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
             "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
         },
-        licence="MIT (Apache-2.0 upstream)",
+        licence="MIT",
         chat_template=False,
-        description="sentence-transformers all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M params",
-        aliases=("sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"),
+        description="sentence-transformers all-MiniLM-L6-v2: BERT encoder, 6 layers, hidden 384, 22.7M params "
+        "(Apache-2.0 upstream)",
+        aliases=("sentence-transformers/all-MiniLM-L6-v2",),
     ),
     PackagedModel(
         name="smollm2-135m-instruct",
@@ -76,7 +77,7 @@ PACKAGED: tuple[PackagedModel, ...] = (
         chat_template=True,
         description="SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576), Q4_1 GGUF dequantized to float32; "
         "not safety aligned",
-        aliases=("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct"),
+        aliases=("HuggingFaceTB/SmolLM2-135M-Instruct",),
     ),
     PackagedModel(
         name="gemma3-270m",
@@ -93,7 +94,7 @@ PACKAGED: tuple[PackagedModel, ...] = (
         sha256={
             "gemma-3-270m-q4_k_m.gguf": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
         },
-        licence="Gemma terms of use",
+        licence="Gemma ToU",
         chat_template=False,
         description="Gemma-3-270M base (not instruction-tuned), Q4_K_M GGUF dequantized to float32; "
         "262k vocabulary, ~3x slower than SmolLM2",

