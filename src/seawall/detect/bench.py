@@ -6,12 +6,14 @@ distribution is the real one (many short and empty responses, some long ones). F
   detector's max_length), truncation on, default thread settings apart from the shared 2-thread cap;
 - fast: the detector's own scoring (length-sorted batches, dynamic padding, torch.inference_mode);
 - fast-int8: the same with dynamic int8 quantization of the linear layers.
-Latency is per call (one batch); throughput is responses / total seconds. Decision agreement is measured against
+Latency is per call (one batch); throughput is responses / total seconds. The variants are interleaved chunk by
+chunk, so background load affects them alike. Decision agreement is measured against
 the fp32 fast path at the detector's stored threshold (the fp32 path is the reference the threshold was set on).
 """
 
 from __future__ import annotations
 
+import copy
 import platform
 import time
 from pathlib import Path
@@ -23,16 +25,6 @@ from seawall.errors import SeawallError
 from seawall.io import atomic_write_json
 
 BATCH_SIZES = (1, 32)
-
-
-def _timed(fn: Any, chunks: list[list[Any]]) -> tuple[np.ndarray, list[float]]:
-    scores: list[float] = []
-    latencies: list[float] = []
-    for chunk in chunks:
-        start = time.perf_counter()
-        scores.extend(fn(chunk))
-        latencies.append(time.perf_counter() - start)
-    return np.asarray(scores, dtype=np.float64), latencies
 
 
 def _stats(latencies: list[float], n: int) -> dict[str, float]:
@@ -101,27 +93,36 @@ def run_bench(
     reference = detector.raw_score(pairs)  # warm-up and the fp32 reference
     naive(pairs[:4], 4)
     ref_decisions = _decide(detector, reference)
+    fast = lambda c: detector.raw_score(c).tolist()  # noqa: E731
+    quantized = copy.copy(detector)
+    quantized.set_params(quantize=True)
+    quantized._fast_model = None
+    quantized.raw_score(pairs[:2])  # build the int8 copy outside the timing
+    fast_int8 = lambda c: quantized.raw_score(c).tolist()  # noqa: E731
     for batch_size in BATCH_SIZES:
         chunks = [pairs[i : i + batch_size] for i in range(0, len(pairs), batch_size)]
-        variants: list[tuple[str, Any]] = [("naive-pipeline", lambda c, b=batch_size: naive(c, b))]
-        variants.append(("fast", lambda c: detector.raw_score(c).tolist()))
+        variants: dict[str, Any] = {"naive-pipeline": lambda c, b=batch_size: naive(c, b), "fast": fast}
         if quantize:
-            variants.append(("fast-int8", None))
-        for name, fn in variants:
-            if name == "fast-int8":
-                detector.set_params(quantize=True)
-                detector.raw_score(pairs[:2])  # build the quantized copy outside the timing
-                fn = lambda c: detector.raw_score(c).tolist()  # noqa: E731
-            scores, latencies = _timed(fn, chunks)
-            detector.set_params(quantize=False)
-            decisions = _decide(detector, scores)
+            variants["fast-int8"] = fast_int8
+        # Interleaved: every chunk is scored by every variant in turn, so load from other processes on a shared
+        # machine hits all variants alike instead of whichever happened to run during a busy minute.
+        scores: dict[str, list[float]] = {name: [] for name in variants}
+        latencies: dict[str, list[float]] = {name: [] for name in variants}
+        for chunk in chunks:
+            for name, fn in variants.items():
+                start = time.perf_counter()
+                scores[name].extend(fn(chunk))
+                latencies[name].append(time.perf_counter() - start)
+        for name in variants:
+            values = np.asarray(scores[name], dtype=np.float64)
+            decisions = _decide(detector, values)
             result["runs"].append(
                 {
                     "variant": name,
                     "batch_size": batch_size,
-                    **_stats(latencies, len(pairs)),
+                    **_stats(latencies[name], len(pairs)),
                     "agreement_vs_fp32": float((decisions == ref_decisions).mean()),
-                    "max_abs_prob_diff_vs_fp32": float(np.abs(scores - reference).max()),
+                    "max_abs_prob_diff_vs_fp32": float(np.abs(values - reference).max()),
                 }
             )
     for run in result["runs"]:
