@@ -78,6 +78,9 @@ def build_report(results: Path) -> str:
             "train sets": "+".join(run["config"]["data"]["sets"])
             + (" + safe" if run["config"]["data"].get("benign_compliant") else ""),
             "n train": run["n_train"],
+            "n eval (SB/GF)": "/".join(
+                str(run["eval"].get(d, {}).get("n", "–")) for d in ("securebreak:test", "gptfuzz:test")
+            ),
         }
         for data in ("securebreak:test", "gptfuzz:test"):
             tag = " (OOD)" if _domain(run, data) != "in-domain" else ""
@@ -86,9 +89,24 @@ def build_report(results: Path) -> str:
         row["refusals flagged"] = _fmt(_metric(run, "refusals:test", "flag_rate"))
         row["train s"] = f"{run.get('train_seconds', 0):.0f}"
         rows.append(row)
-    columns = ["run", "backend", "train sets", "n train", "securebreak:test", "gptfuzz:test"]
+    columns = [
+        "run",
+        "backend",
+        "train sets",
+        "n train",
+        "n eval (SB/GF)",
+        "securebreak:test",
+        "gptfuzz:test",
+    ]
     columns += ["benign flagged", "refusals flagged", "train s"]
-    lines += [format_table(rows, columns), ""]
+    lines += [
+        format_table(rows, columns),
+        "",
+        "(OOD) = the test set's source was not in training. `n train` counts the rows of the training mix (for a "
+        "zero-shot judge it is unused apart from the dev split). Slow judges are evaluated on seeded samples "
+        "(`eval_max_rows`), hence the smaller n and wider intervals.",
+        "",
+    ]
     lines += _targets(runs, results / "bench.json")
     lines += _lora_section(runs)
     lines += _detail_section(runs, results)
