@@ -10,6 +10,7 @@ from rich.text import Text
 
 from seawall import __version__
 from seawall.data.cli import app as data_app
+from seawall.detect.cli import app as detect_app
 from seawall.errors import SeawallError
 from seawall.evaluate.cli import app as eval_app
 from seawall.gene.cli import app as gene_app
@@ -25,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(detect_app, name="detect")
 app.add_typer(gene_app, name="gene")
 app.add_typer(guard_app, name="guard")
 app.add_typer(models_app, name="models")

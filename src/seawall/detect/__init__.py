@@ -8,14 +8,25 @@
 Backends: `refusal`, `tfidf` (cheap, imported here), `encoder`, `lm-judge` (torch; imported on first use).
 """
 
-from seawall.detect import encoder, refusal, tfidf  # noqa: F401  (register the backends; torch loads lazily)
+from pathlib import Path
+
+from seawall.detect import encoder, lm_judge, refusal, tfidf  # noqa: F401  (register the backends; torch loads lazily)
 from seawall.detect.base import DETECTORS, Detector, as_pairs, load_detector, make_detector
 from seawall.detect.refusal import is_refusal, refusal_match
+
+
+def default_detector_path() -> Path:
+    """Where `seawall detect demo` saves the default detector and the guard looks for it ($SEAWALL_CACHE/detectors)."""
+    from seawall.paths import cache_dir
+
+    return cache_dir("detectors") / "default"
+
 
 __all__ = [
     "DETECTORS",
     "Detector",
     "as_pairs",
+    "default_detector_path",
     "is_refusal",
     "load_detector",
     "make_detector",

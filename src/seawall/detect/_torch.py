@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -79,7 +78,9 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[n
         yield order[start : start + batch_size]
 
 
-def bucketed_train_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+def bucketed_train_batches(
+    lengths: Sequence[int], batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """Shuffled training batches whose members have similar lengths (sorted within chunks of 50 batches)."""
     order = rng.permutation(len(lengths))
     chunk = batch_size * 50
@@ -92,7 +93,9 @@ def bucketed_train_batches(lengths: Sequence[int], batch_size: int, rng: np.rand
     return batches
 
 
-def pad_batch(sequences: list[list[int]], pad_id: int, type_ids: list[list[int]] | None = None) -> dict[str, Any]:
+def pad_batch(
+    sequences: list[list[int]], pad_id: int, type_ids: list[list[int]] | None = None
+) -> dict[str, Any]:
     """Right-pad a batch to its own longest member; returns torch tensors."""
     import torch
 
@@ -192,8 +195,3 @@ def _restore_optimizer(optimizer: Any, tensors: dict[str, Any], meta: dict[str, 
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
-def env_flag(name: str) -> bool:
-    """True when the environment variable is set to 1/true/yes."""
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

@@ -10,13 +10,15 @@ Truncation, within `max_length` tokens:
 - texts longer than ~9,000 characters are first cut to their first 6,000 and last 3,000 characters, so a 100,000-
   character response costs no more than a long one.
 The fast path scores in length-sorted batches with dynamic padding under `torch.inference_mode`, optionally with
-dynamic int8 quantization of the linear layers (`quantize=True`).
+dynamic int8 quantization of the linear layers (`quantize=True`). `freeze_layers=k` trains only the blocks above
+the k-th (and the head), which makes a CPU training step markedly cheaper.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from seawall.detect._torch import clip_chars, head_tail, resolve_model_path, seed_everything, setup_torch
 from seawall.detect.base import DETECTORS, Detector, Pair
-from seawall.detect.training import Encoded, TrainSettings, predict_logits, train
+from seawall.detect.training import PROGRESS_MIN_ROWS, Encoded, TrainSettings, predict_logits, train
 from seawall.errors import ModelError
 
 MODEL_DIR = "model"
@@ -47,6 +49,7 @@ class EncoderDetector(Detector):
         batch_size: int = 16,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
+        freeze_layers: int = 0,
         class_weight: str | None = "balanced",
         patience: int = 2,
         eval_every: int = 0,
@@ -69,6 +72,7 @@ class EncoderDetector(Detector):
         self.batch_size = batch_size
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
+        self.freeze_layers = freeze_layers
         self.class_weight = class_weight
         self.patience = patience
         self.eval_every = eval_every
@@ -96,7 +100,11 @@ class EncoderDetector(Detector):
             )
         kwargs: dict[str, Any] = {}
         if fresh_head:
-            kwargs = {"num_labels": 2, "id2label": {0: "safe", 1: "unsafe"}, "label2id": {"safe": 0, "unsafe": 1}}
+            kwargs = {
+                "num_labels": 2,
+                "id2label": {0: "safe", 1: "unsafe"},
+                "label2id": {"safe": 0, "unsafe": 1},
+            }
         try:
             self.tokenizer_ = AutoTokenizer.from_pretrained(path)
             self.model_ = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
@@ -124,7 +132,11 @@ class EncoderDetector(Detector):
         for p, r in zip(prompts, responses, strict=True):
             p = head_tail(p, min(self.prompt_tokens, budget), 0.25)
             r = head_tail(r, budget - len(p), self.response_head)
-            first = ([self._cls] if self._cls is not None else []) + p + ([self._sep] if self._sep is not None else [])
+            first = (
+                ([self._cls] if self._cls is not None else [])
+                + p
+                + ([self._sep] if self._sep is not None else [])
+            )
             second = r + ([self._sep] if self._sep is not None else [])
             ids.append(first + second)
             types.append([0] * len(first) + [1] * len(second))
@@ -143,6 +155,8 @@ class EncoderDetector(Detector):
         path = resolve_model_path(self.base_model)
         self._load_model(path, fresh_head=True)
         self.base_fingerprint_ = _fingerprint(path)
+        if self.freeze_layers:
+            _freeze_lower(self.model_, self.freeze_layers)
         settings = TrainSettings(
             lr=self.lr,
             epochs=self.epochs,
@@ -156,9 +170,18 @@ class EncoderDetector(Detector):
             checkpoint_dir=self.checkpoint_dir,
             max_steps=self.max_steps,
         )
-        dev_enc = (self.encode(dev[0]), dev[1]) if dev is not None and len(set(dev[1].tolist())) == 2 else None
+        dev_enc = (
+            (self.encode(dev[0]), dev[1]) if dev is not None and len(set(dev[1].tolist())) == 2 else None
+        )
         self.history_ = train(
-            self.model_, self._forward(self.model_), self.encode(pairs), y, dev_enc, self._pad, settings, "encoder"
+            self.model_,
+            self._forward(self.model_),
+            self.encode(pairs),
+            y,
+            dev_enc,
+            self._pad,
+            settings,
+            "encoder",
         )
         self.training_["history"] = {k: v for k, v in self.history_.items() if k != "loss"}
 
@@ -167,7 +190,11 @@ class EncoderDetector(Detector):
 
         setup_torch(self.num_threads)
         logits = predict_logits(
-            self._forward(self._inference_model()), self.encode(pairs), self._pad, self.inference_batch_size
+            self._forward(self._inference_model()),
+            self.encode(pairs),
+            self._pad,
+            self.inference_batch_size,
+            desc="encoder: scoring" if len(pairs) >= PROGRESS_MIN_ROWS else None,
         )
         return torch.softmax(torch.tensor(logits), dim=1)[:, 1].numpy().astype(np.float64)
 
@@ -208,7 +235,29 @@ class EncoderDetector(Detector):
         self.base_fingerprint_ = state.get("base_fingerprint")
 
 
-_CAUSAL_ONLY = {"llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3", "gemma3_text", "gpt2", "phi3", "smollm3"}
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def _freeze_lower(model: Any, n_layers: int) -> None:
+    """Freeze the embeddings and the first `n_layers` blocks: backward stops early, a step costs much less on CPU."""
+    for name, param in model.named_parameters():
+        match = _LAYER_INDEX.search(name)
+        if "embeddings" in name or (match and int(match.group(1)) < n_layers):
+            param.requires_grad_(False)
+
+
+_CAUSAL_ONLY = {
+    "llama",
+    "mistral",
+    "qwen2",
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3_text",
+    "gpt2",
+    "phi3",
+    "smollm3",
+}
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:

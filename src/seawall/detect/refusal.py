@@ -60,6 +60,8 @@ REFUSAL_PHRASES: tuple[str, ...] = (
     "can't assist",
     "cannot help with",
     "can't help with",
+    "not something i can help with",
+    "not something i can assist with",
     "cannot provide",
     "can't provide",
     "cannot create",

@@ -24,6 +24,9 @@ from seawall.detect._torch import (
     save_checkpoint,
 )
 
+# Scoring this many rows or more shows a progress bar (small calls, e.g. a guard's, stay silent).
+PROGRESS_MIN_ROWS = 512
+
 
 @dataclass
 class Encoded:
@@ -59,7 +62,11 @@ class TrainSettings:
 
 
 def predict_logits(
-    forward: Callable[[dict[str, Any]], Any], data: Encoded, pad_id: int, batch_size: int, desc: str | None = None
+    forward: Callable[[dict[str, Any]], Any],
+    data: Encoded,
+    pad_id: int,
+    batch_size: int,
+    desc: str | None = None,
 ) -> np.ndarray:
     """Logits (n, 2) in input order, computed in length-sorted batches with dynamic padding."""
     import torch
@@ -88,7 +95,6 @@ def train(
     from sklearn.metrics import roc_auc_score
     from tqdm.auto import tqdm
 
-    rng = np.random.default_rng(settings.seed)
     lengths = [len(s) for s in train_data.ids]
     steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
     total = max(1, math.ceil(steps_per_epoch * settings.epochs))
@@ -137,7 +143,9 @@ def train(
     stop = False
     while step < total and not stop:
         # The order depends only on (seed, epoch), so a resumed run sees the same batches it would have.
-        batches = bucketed_train_batches(lengths, settings.batch_size, np.random.default_rng([settings.seed, epoch]))
+        batches = bucketed_train_batches(
+            lengths, settings.batch_size, np.random.default_rng([settings.seed, epoch])
+        )
         for index in batches[step - epoch * steps_per_epoch :]:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
@@ -167,7 +175,12 @@ def train(
                     ckpt,
                     model,
                     optimizer,
-                    {"step": step, "history": history, "best_auroc": best["auroc"], "best_step": best["step"]},
+                    {
+                        "step": step,
+                        "history": history,
+                        "best_auroc": best["auroc"],
+                        "best_step": best["step"],
+                    },
                 )
             if step >= total or stop:
                 break

@@ -22,14 +22,10 @@ NO_DETECTOR = "no detector configured: pass --detector DIR, or run `make demo` /
 
 
 def default_detector_dir() -> Path:
-    """Where the project's default trained detector lives (`seawall.detect.default_detector_path()` when defined)."""
-    try:
-        from seawall.detect import default_detector_path
-    except ImportError:
-        from seawall.paths import cache_dir
+    """Where the project's default trained detector lives (written by `make demo` / `seawall detect demo`)."""
+    from seawall.detect import default_detector_path
 
-        return cache_dir("detectors") / "default"
-    return Path(default_detector_path())
+    return default_detector_path()
 
 
 def resolve_detector(spec: str | None) -> Any:

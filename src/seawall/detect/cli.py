@@ -1,0 +1,210 @@
+"""`seawall detect …`: train, evaluate, stream-score, benchmark and report harmful-response detectors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+import typer
+
+app = typer.Typer(
+    help="Harmful-response detectors: train, eval, predict, bench, report.", no_args_is_help=True
+)
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML run config (see configs/detector-*.yaml)."),
+    data_dir: str | None = typer.Option(
+        None, "--data-dir", help="Shared data folder (default ../shared/data)."
+    ),
+) -> None:
+    """Train, calibrate on dev, save and evaluate a detector described by a YAML config."""
+    from rich.console import Console
+
+    from seawall.detect.metrics import format_table
+    from seawall.detect.pipeline import TrainConfig, run_training
+
+    _quiet_transformers()
+    cfg = TrainConfig.from_yaml(config)
+    summary = run_training(cfg, data_dir)
+    rows = [{"data": name, "n": e["n"], **e["metrics"]} for name, e in summary["eval"].items()]
+    console = Console()
+    console.print(f"saved {cfg.output} ({summary['detector_id']}), trained in {summary['train_seconds']} s")
+    typer.echo(
+        format_table(rows, ["data", "n", "accuracy", "precision", "recall", "f1", "fpr", "auroc", "ece"])
+    )
+
+
+@app.command("eval")
+def evaluate(
+    model: str = typer.Option(..., "--model", "-m", help="A saved detector folder."),
+    data: str = typer.Option(
+        "securebreak:test",
+        "--data",
+        "-d",
+        help="NAME[:SPLIT] (securebreak, gptfuzz, alpaca, refusals) or FILE.",
+    ),
+    out: str | None = typer.Option(None, "--out", "-o", help="Folder for report.json and the PNG plots."),
+    operating_point: str | None = typer.Option(
+        None, "--operating-point", help="Threshold to use: recall, f1, default or a number (default: stored)."
+    ),
+    n_boot: int = typer.Option(
+        1000, "--n-boot", help="Bootstrap resamples for the 95% intervals (0 = none)."
+    ),
+    data_dir: str | None = typer.Option(None, "--data-dir"),
+) -> None:
+    """Evaluate a saved detector: metrics with 95% CIs, confusion matrix, per-category table, plots."""
+    from pathlib import Path as _Path
+
+    from rich.console import Console
+
+    from seawall.detect.base import load_detector
+    from seawall.detect.data import eval_records
+    from seawall.detect.metrics import format_table
+    from seawall.detect.pipeline import evaluate_detector, summary_rows
+    from seawall.io import atomic_write_json
+
+    _quiet_transformers()
+    detector = load_detector(model)
+    if operating_point:
+        detector.set_operating_point(operating_point)
+    name, records, read_report = eval_records(data, data_dir)
+    report = evaluate_detector(detector, records, name, _Path(out) if out else None, n_boot)
+    report["read_report"] = read_report
+    if out:
+        atomic_write_json(_Path(out) / "report.json", report)
+    console = Console()
+    console.print(
+        f"{name}: {report['n']} labelled rows, threshold {report['threshold']:.4f} ({detector.detector_id})"
+    )
+    for bad in read_report.get("bad_rows", [])[:20]:
+        console.print(f"[yellow]skipped line {bad['line']}: {bad['error']}[/yellow]")
+    typer.echo(format_table(summary_rows(report), ["metric", "value", "ci95"]))
+    console.print(f"confusion: {report['confusion']}")
+    if report.get("per_category"):
+        typer.echo(
+            format_table(
+                report["per_category"],
+                ["category", "n", "n_unsafe", "accuracy", "recall", "f1", "fpr", "auroc"],
+            )
+        )
+
+
+@app.command()
+def predict(
+    model: str = typer.Option(..., "--model", "-m", help="A saved detector folder."),
+    batch_size: int = typer.Option(
+        64, "--batch-size", help="Rows scored together (memory stays bounded by it)."
+    ),
+    operating_point: str | None = typer.Option(None, "--operating-point"),
+) -> None:
+    """Score JSONL from stdin to stdout: {"prompt", "response"} in, {"line", "p_unsafe", "unsafe", …} out."""
+    from seawall.detect.base import load_detector
+
+    _quiet_transformers()
+    detector = load_detector(model)
+    if operating_point:
+        detector.set_operating_point(operating_point)
+    counts = stream_predict(detector, sys.stdin.buffer, sys.stdout, batch_size)
+    typer.echo(f"scored {counts['scored']} rows, {counts['bad']} bad rows", err=True)
+
+
+def stream_predict(detector: Any, stream: BinaryIO, out: TextIO, batch_size: int = 64) -> dict[str, int]:
+    """Read JSONL rows, score them in batches of `batch_size`, write one JSON line per input line, in order.
+
+    A bad row (invalid UTF-8 or JSON, missing response) yields {"line": N, "error": …} in its place; the rest of
+    its batch is still scored. Memory is bounded by one batch, so the input can be arbitrarily long.
+    """
+    from seawall.detect.data import iter_jsonl, row_to_record
+    from seawall.errors import DataError
+
+    counts = {"scored": 0, "bad": 0}
+    pending: list[tuple[int, dict[str, Any] | None, Any]] = []
+
+    def flush() -> None:
+        good = [(line, rec) for line, _, rec in pending if not isinstance(rec, str)]
+        scores = detector.score_unsafe([rec for _, rec in good]) if good else []
+        by_line = {line: float(s) for (line, _), s in zip(good, scores, strict=True)}
+        for line, _, rec in pending:
+            if isinstance(rec, str):
+                row = {"line": line, "error": rec}
+                counts["bad"] += 1
+            else:
+                p = by_line[line]
+                row = {
+                    "line": line,
+                    "id": rec.id,
+                    "p_unsafe": round(p, 6),
+                    "unsafe": p >= detector.threshold_,
+                    "detector_id": detector.detector_id,
+                }
+                counts["scored"] += 1
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out.flush()
+        pending.clear()
+
+    for line, obj, error in iter_jsonl(stream):
+        if error is None:
+            try:
+                record: Any = row_to_record(obj, f"line-{line}")
+            except DataError as problem:
+                record = str(problem)
+        else:
+            record = error
+        pending.append((line, obj, record))
+        if len(pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
+    return counts
+
+
+@app.command()
+def bench(
+    model: str = typer.Option(..., "--model", "-m", help="A saved encoder detector folder."),
+    n: int = typer.Option(256, "--n", help="Responses sampled from SecureBreak (real length distribution)."),
+    out: str = typer.Option("docs/results/detector/bench.json", "--out", "-o", help="JSON result file."),
+    quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="Also measure dynamic int8."),
+    data_dir: str | None = typer.Option(None, "--data-dir"),
+) -> None:
+    """Throughput and p50/p95 latency at batch 1 and 32: fast path vs a naive padded pipeline, same run."""
+    from seawall.detect.bench import print_bench, run_bench
+
+    _quiet_transformers()
+    result = run_bench(model, n=n, quantize=quantize, data_dir=data_dir, out=Path(out))
+    print_bench(result)
+
+
+@app.command()
+def report(
+    results: str = typer.Option("docs/results/detector", "--results", help="Folder of run summaries (JSON)."),
+    out: str = typer.Option("docs/results/detector.md", "--out", "-o", help="Markdown file to write."),
+) -> None:
+    """Regenerate docs/results/detector.md from the JSON written by train/eval/bench."""
+    from seawall.detect.report import write_report
+
+    path = write_report(Path(results), Path(out))
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def demo(
+    data_dir: str | None = typer.Option(None, "--data-dir"),
+    output: str | None = typer.Option(
+        None, "--output", help="Where the detector is saved (default: the guard's default detector folder)."
+    ),
+) -> None:
+    """Provision MiniLM, train + calibrate the default detector on SecureBreak, evaluate, print per category."""
+    from seawall.detect.demo import run
+
+    _quiet_transformers()
+    run(data_dir=data_dir, output=output)

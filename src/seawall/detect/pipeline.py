@@ -1,0 +1,171 @@
+"""Train → calibrate → save → evaluate, driven by one YAML config (`seawall detect train --config FILE`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from seawall.data.records import ResponseRecord
+from seawall.detect.base import Detector, labelled, load_detector, make_detector
+from seawall.detect.data import DataMix, build_mix, eval_records
+from seawall.detect.metrics import evaluate_scores, plot_report
+from seawall.errors import SeawallError
+from seawall.io import atomic_write_json
+
+DEFAULT_EVAL_SETS = ["securebreak:test", "gptfuzz:test", "alpaca:test", "refusals:test"]
+
+
+class TrainConfig(BaseModel):
+    """A detector run: backend + hyper-parameters, the data mix, where to write, what to evaluate on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="run name (used in reports)")
+    backend: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    data: DataMix = Field(default_factory=DataMix)
+    output: str = Field(description="folder for the trained detector")
+    report_dir: str | None = Field(None, description="folder for eval JSON/PNG (default: OUTPUT/eval)")
+    eval_sets: list[str] = Field(default_factory=lambda: list(DEFAULT_EVAL_SETS))
+    eval_max_rows: int | None = Field(
+        None, ge=1, description="evaluate on a seeded sample of at most this many rows per set (slow judges)"
+    )
+    n_boot: int = Field(1000, ge=0)
+    overwrite: bool = False
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Load and validate a YAML config (errors name the file and the field)."""
+        path = Path(path)
+        if not path.is_file():
+            raise SeawallError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            raise SeawallError(f"{path} is not valid YAML: {error}") from None
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise SeawallError(f"{path}: {problems}") from None
+
+
+def evaluate_detector(
+    detector: Detector,
+    records: list[ResponseRecord],
+    name: str,
+    out_dir: Path | None = None,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Score labelled records and build the report (JSON + PNGs in `out_dir` when given)."""
+    kept = [r for r in records if r.y is not None]
+    if not kept:
+        raise SeawallError(f"{name}: no labelled rows to evaluate (all labels unknown)")
+    pairs, y = labelled(kept)
+    start = time.perf_counter()
+    p = detector.score_unsafe(pairs)
+    elapsed = time.perf_counter() - start
+    report = evaluate_scores(y, p, detector.threshold_, [r.category for r in kept], n_boot=n_boot)
+    report.update(
+        {
+            "data": name,
+            "detector_id": detector.detector_id,
+            "backend": detector.backend,
+            "n_unlabelled_skipped": len(records) - len(kept),
+            "scoring_seconds": round(elapsed, 3),
+            "thresholds": detector.thresholds_,
+        }
+    )
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        report["plots"] = plot_report(report, out_dir, name)
+        atomic_write_json(out_dir / "report.json", report)
+    return report
+
+
+def run_training(config: TrainConfig, data_dir: str | None = None) -> dict[str, Any]:
+    """Build the mix, fit (with dev calibration), save, evaluate on every eval set; returns the summary."""
+    output = Path(config.output)
+    if output.exists() and not config.overwrite:
+        raise SeawallError(
+            f"{output} already exists; set overwrite: true in the config or pick another output"
+        )
+    mix = build_mix(config.data, data_dir)
+    detector = make_detector(config.backend, **config.params)
+    start = time.perf_counter()
+    detector.fit(mix["train"], dev=mix["dev"])
+    train_seconds = time.perf_counter() - start
+    detector.save(output, overwrite=config.overwrite)
+    report_dir = Path(config.report_dir) if config.report_dir else output.parent / f"{output.name}-eval"
+    evaluations = {}
+    for spec in config.eval_sets:
+        name, records, _ = eval_records(spec, data_dir)
+        if config.eval_max_rows and len(records) > config.eval_max_rows:
+            keep = np.random.default_rng(0).choice(len(records), config.eval_max_rows, replace=False)
+            records = [records[i] for i in sorted(keep)]
+        report = evaluate_detector(
+            detector, records, name, report_dir / name.replace(":", "-"), config.n_boot
+        )
+        evaluations[name] = {
+            "n": report["n"],
+            "metrics": report["metrics"],
+            "ci95": report["ci95"],
+            "per_category": report.get("per_category"),
+        }
+    summary = {
+        "name": config.name,
+        "backend": config.backend,
+        "detector_id": detector.detector_id,
+        "config": config.model_dump(),
+        "n_train": len(mix["train"]),
+        "n_dev": len(mix["dev"]),
+        "train_sources": _counts(mix["train"]),
+        "dev_sources": _counts(mix["dev"]),
+        "train_seconds": round(train_seconds, 1),
+        "thresholds": detector.thresholds_,
+        "threshold": detector.threshold_,
+        "calibrator": detector.calibrator_,
+        "training": detector.training_,
+        "eval": evaluations,
+    }
+    atomic_write_json(report_dir / "summary.json", summary)
+    return summary
+
+
+def _counts(records: list[ResponseRecord]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for r in records:
+        bucket = out.setdefault(r.source or "(none)", {"safe": 0, "unsafe": 0, "unknown": 0})
+        bucket[r.label] += 1
+    return out
+
+
+def evaluate_saved(model_dir: str, data: str, out_dir: str | None, data_dir: str | None, n_boot: int) -> dict:
+    """Load a saved detector and evaluate it on NAME[:SPLIT] or FILE."""
+    detector = load_detector(model_dir)
+    name, records, read_report = eval_records(data, data_dir)
+    report = evaluate_detector(detector, records, name, Path(out_dir) if out_dir else None, n_boot)
+    report["read_report"] = read_report
+    if out_dir:
+        atomic_write_json(Path(out_dir) / "report.json", report)
+    return report
+
+
+def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Metric rows (value and CI) for printing."""
+    rows = []
+    for key, value in report["metrics"].items():
+        ci = report.get("ci95", {}).get(key)
+        rows.append(
+            {
+                "metric": key,
+                "value": value,
+                "ci95": "–" if not ci or np.isnan(ci[0]) else f"[{ci[0]:.3f}, {ci[1]:.3f}]",
+            }
+        )
+    return rows
