@@ -63,13 +63,19 @@ def _repair_field(value: str) -> tuple[str, str | None]:
 
 
 def _decode(path: Path) -> str:
+    """The file's text, with invalid bytes kept as surrogate escapes; a missing or empty file is an error."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
     raw = path.read_bytes()
     if path.suffix == ".gz":
         raw = gzip.decompress(raw)
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     # surrogateescape keeps every invalid byte addressable so that repairs are counted per row, not per file.
-    return raw.decode("utf-8", errors="surrogateescape")
+    text = raw.decode("utf-8", errors="surrogateescape")
+    if not text.strip():
+        raise DataError(f"{path}: file is empty")
+    return text
 
 
 def read_table(
@@ -80,11 +86,7 @@ def read_table(
 ) -> tuple[list[dict[str, str]], ReadReport]:
     """Read a CSV/TSV file into dicts, repairing bad bytes; `header` names the columns of a header-less file."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     text = _decode(path)
-    if not text.strip():
-        raise DataError(f"{path}: file is empty")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     columns = list(header) if header is not None else next(reader)
     columns = [c.strip() for c in columns]
@@ -124,11 +126,7 @@ def read_table(
 def read_jsonl(path: str | Path, required: Sequence[str] = ()) -> tuple[list[dict[str, Any]], ReadReport]:
     """Read a JSON-lines file (optionally gzipped); a malformed line is an error naming its line number."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     text = _decode(path)
-    if not text.strip():
-        raise DataError(f"{path}: file is empty")
     report = ReadReport()
     rows: list[dict[str, Any]] = []
     for line_no, line in enumerate(text.splitlines(), start=1):
@@ -157,11 +155,7 @@ def read_json_array(
 ) -> tuple[list[dict[str, Any]], ReadReport]:
     """Read a JSON file holding a list of objects."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
     text = _decode(path)
-    if not text.strip():
-        raise DataError(f"{path}: file is empty")
     text, reason = _repair_field(text)
     try:
         items = json.loads(text)
