@@ -106,7 +106,7 @@ class CalibrateConfig(_Frozen):
     max_epochs: int = Field(
         12, ge=1, description="most passes over the few-shot set (L-BFGS: loss+gradient evaluations)"
     )
-    batch_size: int = Field(16, ge=1, description="sequences per chunk (forward/backward unit)")
+    batch_size: int = Field(8, ge=1, description="sequences per chunk (forward/backward unit; bounds memory)")
     patience: int = Field(3, ge=1, description="Adam: epochs without improvement before stopping early")
     min_delta: float = Field(
         1e-4, ge=0, description="Adam: improvement that resets patience; L-BFGS: loss/step change to stop"
