@@ -325,39 +325,73 @@ def selected_modules(adapter: SafetyAdapter) -> list[str]:
     ]
 
 
+class _BudgetSpent(Exception):
+    """Raised from the L-BFGS closure once `max_epochs` passes have been evaluated."""
+
+
 def _fit_lbfgs(
     objective: CalibrationObjective, config: CalibrateConfig, bar: Any
 ) -> tuple[list[tuple[float, torch.Tensor]], bool]:
-    """Full-batch L-BFGS on θ with α = α_max·sigmoid(θ); every evaluation is one pass over the shots."""
+    """Full-batch L-BFGS on θ with α = α_max·sigmoid(θ); every evaluation is one pass over the shots.
+
+    One L-BFGS iteration (with its strong-Wolfe line search) per `step`; training stops when an iteration improves
+    the best loss by less than `min_delta`, when the step vanishes, or after `max_epochs` passes. A point already
+    evaluated (L-BFGS re-evaluates the line search's end point at the next step) is answered from memory.
+    """
     amax = config.alpha_max
     eps = 1e-3
     start = min(max(config.alpha_init / amax, eps), 1 - eps)
     theta = torch.full((len(objective.forward.groups),), math.log(start / (1 - start)), requires_grad=True)
+    # The stopping rule is ours (below); L-BFGS's own tolerances are set so they only catch a vanished step.
     optimizer = torch.optim.LBFGS(
         [theta],
         lr=1.0,
-        max_iter=config.max_epochs,
+        max_iter=1,
         max_eval=config.max_epochs,
         history_size=10,
-        tolerance_grad=1e-6,
-        tolerance_change=config.min_delta,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-12,
         line_search_fn="strong_wolfe",
     )
     evaluations: list[tuple[float, torch.Tensor]] = []
+    memo: dict[str, Any] = {}
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        sig = torch.sigmoid(theta.detach())
+        current = theta.detach().clone()
+        if "theta" in memo and torch.equal(memo["theta"], current):
+            theta.grad = memo["grad"].clone()
+            return torch.tensor(memo["loss"])
+        if len(evaluations) >= config.max_epochs:
+            raise _BudgetSpent
+        sig = torch.sigmoid(current)
         alpha = amax * sig
         loss, grad = objective.value_and_grad(alpha)
-        theta.grad = grad * amax * sig * (1 - sig)
         evaluations.append((loss, alpha.clone()))
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
-        return torch.tensor(loss)
+        grad_theta = grad * amax * sig * (1 - sig)
+        # L-BFGS's first step is min(1, 1/‖g‖₁)·g: with the tiny gradients of a near-flat start it would crawl for
+        # several line-search passes. Scaling the objective by 1/‖g₀‖₁ (same minimiser) makes it a unit step in θ.
+        scale = memo.setdefault("scale", 1.0 / max(float(grad_theta.abs().sum()), 1e-12))
+        theta.grad = grad_theta * scale
+        memo.update(theta=current, loss=loss * scale, grad=theta.grad.clone())
+        return torch.tensor(loss * scale)
 
-    optimizer.step(closure)
-    return evaluations, len(evaluations) < config.max_epochs
+    previous = float("inf")
+    stopped = False
+    while len(evaluations) < config.max_epochs:
+        count = len(evaluations)
+        try:
+            optimizer.step(closure)
+        except _BudgetSpent:
+            break
+        best = min(loss for loss, _ in evaluations)
+        if len(evaluations) == count or previous - best < config.min_delta:
+            stopped = True
+            break
+        previous = best
+    return evaluations, stopped
 
 
 def _fit_adam(
