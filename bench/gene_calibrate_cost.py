@@ -1,17 +1,22 @@
 """Cost of SafeGene calibration vs one epoch of safety fine-tuning of the same target, in one run (a ratio).
 
-Target T: a small random Llama built here (default), or `--model DIR` (e.g. a float SmolLM2 folder). The safety
-adapter is τ = A − D for synthetic A, D around T (its content does not change the cost). Both jobs run on the same
-machine, same threads, back to back, each in a fresh process (wall time, and peak RSS above its start):
+Target T: a small random Llama built here (default), or `--model` (a folder or a packaged name such as
+smollm2-135m-instruct). The safety adapter is τ = A − D for A, D = T plus small noise (a quickly degraded copy; its
+content does not change the cost). Both jobs run on the same machine, same threads, each in a fresh process (wall
+time after the model is loaded, and peak RSS above the job's start):
   - calibration: `seawall.gene.calibration` with the default CalibrateConfig on 32 harmful (HarmBench val) + 32 benign
-    (Alpaca) prompts, all layers selected — including generating T's retain answers;
-  - one epoch of full safety fine-tuning of T (AdamW, lr 3e-5, batch 8) on `--sft-examples` examples: AdvBench
+    (Alpaca) prompts, all layers selected (the worst case for the prefix cache), reported as preparation (T's greedy
+    retain answers, prefix states, T's log-probs) + fitting; the ratio quoted is their sum over the SFT epoch;
+  - one epoch of full safety fine-tuning of T (AdamW, lr 3e-5, batch 8) on `--sft-examples` (480) examples: AdvBench
     prompts → refusal templates and Alpaca instructions → their answers, half and half (as the CPU probe in
     FINDINGS.md aligned SmolLM2).
+`--sft-from FILE` reuses the SFT job's record (the JSON line printed by `--job sft`) from an earlier run on the same
+model, marked as such in the output, when one SFT epoch is too slow to repeat (SmolLM2 on a shared CPU).
 Writes JSON (default docs/results/gene_calibrate_cost.json) and prints a table.
 
-    python bench/gene_calibrate_cost.py                 # small random model
-    python bench/gene_calibrate_cost.py --model /path/to/smollm2-float --sft-examples 160
+    python bench/gene_calibrate_cost.py --threads 1
+    python bench/gene_calibrate_cost.py --threads 1 --model smollm2-135m-instruct \
+        --out docs/results/gene_calibrate_cost_smollm2.json
 """
 
 from __future__ import annotations

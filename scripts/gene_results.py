@@ -100,6 +100,18 @@ def cost_section(r: dict) -> list[str]:
         f"{cal['final_loss']:.3f}.",
         "",
     ]
+    if "fit_seconds" in cal:
+        per_pass = cal["fit_seconds"] / max(cal["epochs"], 1)
+        lines += [
+            f"Reading: one pass over the 64 shots (forward through the selected layers, logits at loss positions "
+            f"only, backward to α) takes {per_pass:.2f} s = {per_pass / sft['seconds']:.3f} of the SFT epoch, and "
+            f"L-BFGS needed {cal['epochs']} passes; preparation (T's greedy answers, prefix states, T's "
+            f"log-probs) is {cal['prepare_seconds'] / max(cal['seconds'], 1e-9):.0%} of the calibration time. "
+            "Each pass still back-propagates through every selected layer (all layers here, the worst case), so the "
+            "cost scales with the number of shot tokens × selected layers; fine-tuning scales with the safety data "
+            "× all layers, plus gradients and AdamW state for every weight.",
+            "",
+        ]
     return lines
 
 

@@ -335,7 +335,8 @@ def _fit_lbfgs(
     """Full-batch L-BFGS on θ with α = α_max·sigmoid(θ); every evaluation is one pass over the shots.
 
     One L-BFGS iteration (with its strong-Wolfe line search) per `step`; training stops when an iteration improves
-    the best loss by less than `min_delta`, when the step vanishes, or after `max_epochs` passes. A point already
+    the best loss by less than `min_delta` or than `min_rel_delta` of the whole gain so far (diminishing returns),
+    when the step vanishes, or after `max_epochs` passes. A point already
     evaluated (L-BFGS re-evaluates the line search's end point at the next step) is answered from memory.
     """
     amax = config.alpha_max
@@ -387,7 +388,10 @@ def _fit_lbfgs(
         except _BudgetSpent:
             break
         best = min(loss for loss, _ in evaluations)
-        if len(evaluations) == count or previous - best < config.min_delta:
+        gained = evaluations[0][0] - best
+        if len(evaluations) == count or previous - best < max(
+            config.min_delta, config.min_rel_delta * gained
+        ):
             stopped = True
             break
         previous = best

@@ -111,6 +111,11 @@ class CalibrateConfig(_Frozen):
     min_delta: float = Field(
         1e-4, ge=0, description="Adam: improvement that resets patience; L-BFGS: loss/step change to stop"
     )
+    min_rel_delta: float = Field(
+        0.05,
+        ge=0,
+        description="L-BFGS: also stop when an iteration gains less than this share of the gain so far",
+    )
     response_tokens: int = Field(24, ge=1, description="length of T's own greedy answers (retain targets)")
     max_length: int = Field(160, ge=8)
     seed: int = 0
