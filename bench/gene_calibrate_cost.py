@@ -163,6 +163,7 @@ def run_job(job: str, work: Path, args: argparse.Namespace) -> dict:
             "prepare_seconds": result.prepare_seconds,
             "fit_seconds": result.fit_seconds,
             "wall_with_loading_seconds": time.perf_counter() - started,
+            "selected_layers": adapter.manifest.selected_layers,
             "cached_prefix": result.cached_prefix,
             "first_layer": result.first_layer,
             "peak_above_start_mib": (_status("VmHWM") - base) / 1024,
@@ -184,6 +185,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--model", default=None, help="real model for T: folder or packaged name (default: random)"
+    )
+    parser.add_argument(
+        "--select",
+        choices=["all", "upper-half"],
+        default="all",
+        help="layers the adapter selects: all (worst case for the prefix cache) or the upper half",
     )
     parser.add_argument(
         "--sft-from",
@@ -215,7 +222,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="seawall-bench-cal-"))
     try:
         paths, n_params = build_models(work, model, args.hidden, args.layers)
-        extract(paths["A"], paths["D"], work / "adapter", ExtractConfig(checksums=False), progress=False)
+        adapter = extract(
+            paths["A"], paths["D"], work / "adapter", ExtractConfig(checksums=False), progress=False
+        )
+        if args.select == "upper-half":
+            n_layers = adapter.manifest.num_layers
+            adapter.manifest.selected_layers = list(range(n_layers // 2, n_layers))
+            adapter.save_manifest()
         jobs = {}
         if args.sft_from:
             jobs["sft"] = {**json.loads(args.sft_from.read_text()), "reused_from_earlier_run": True}
@@ -232,7 +245,7 @@ def main() -> None:
             ]
             cmd += ["--sft-examples", str(args.sft_examples), "--batch-size", str(args.batch_size)]
             cmd += ["--max-length", str(args.max_length)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
             jobs[job] = json.loads(proc.stdout.strip().splitlines()[-1])
     finally:
         shutil.rmtree(work, ignore_errors=True)

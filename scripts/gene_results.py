@@ -55,6 +55,8 @@ def cost_section(r: dict) -> list[str]:
         if cal.get("cached_prefix")
         else "full forward every pass"
     )
+    layers = cal.get("selected_layers")
+    selected = "all layers selected" if layers is None else f"layers {layers[0]}–{layers[-1]} selected"
     lines = [
         f"## Calibration cost vs one epoch of safety fine-tuning: {r['model']} (`bench/gene_calibrate_cost.py`)",
         "",
@@ -76,7 +78,7 @@ def cost_section(r: dict) -> list[str]:
             "| job | trainable parameters | data | preparation (s) | fitting (s) | total (s) | peak memory above "
             "start (MiB) |",
             "|---|---|---|---|---|---|---|",
-            f"| SafeGene calibration ({optimizer}, {cal['epochs']} passes, {forward}, all layers selected) | "
+            f"| SafeGene calibration ({optimizer}, {cal['epochs']} passes, {forward}, {selected}) | "
             f"{cal['groups']} | {cal['shots']['harmful']} harmful + {cal['shots']['benign']} benign prompts | "
             f"{cal['prepare_seconds']:.1f} | {cal['fit_seconds']:.1f} | {cal['seconds']:.1f} | "
             f"{cal['peak_above_start_mib']:.0f} |",
@@ -107,7 +109,7 @@ def cost_section(r: dict) -> list[str]:
             f"only, backward to α) takes {per_pass:.2f} s = {per_pass / sft['seconds']:.3f} of the SFT epoch, and "
             f"L-BFGS needed {cal['epochs']} passes; preparation (T's greedy answers, prefix states, T's "
             f"log-probs) is {cal['prepare_seconds'] / max(cal['seconds'], 1e-9):.0%} of the calibration time. "
-            "Each pass still back-propagates through every selected layer (all layers here, the worst case), so the "
+            "Each pass still back-propagates through every selected layer (all layers is the worst case), so the "
             "cost scales with the number of shot tokens × selected layers; fine-tuning scales with the safety data "
             "× all layers, plus gradients and AdamW state for every weight.",
             "",
