@@ -58,7 +58,7 @@ def cost_section(r: dict) -> list[str]:
     layers = cal.get("selected_layers")
     selected = "all layers selected" if layers is None else f"layers {layers[0]}–{layers[-1]} selected"
     lines = [
-        f"## Calibration cost vs one epoch of safety fine-tuning: {r['model']} (`bench/gene_calibrate_cost.py`)",
+        f"## Calibration cost vs one epoch of safety fine-tuning: {r['model']}, {selected} (`bench/gene_calibrate_cost.py`)",
         "",
         f"Target: {r['model']} ({r['parameters'] / 1e6:.2f}M parameters), torch threads: {r['threads']}; each job in a "
         "fresh process on the same machine (peak = VmHWM above the RSS at the job's start). Model loading is "
