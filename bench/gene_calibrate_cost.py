@@ -1,17 +1,22 @@
 """Cost of SafeGene calibration vs one epoch of safety fine-tuning of the same target, in one run (a ratio).
 
-Target T: a small random Llama built here (default), or `--model DIR` (e.g. a float SmolLM2 folder). The safety
-adapter is τ = A − D for synthetic A, D around T (its content does not change the cost). Both jobs run on the same
-machine, same threads, back to back, each in a fresh process (wall time, and peak RSS above its start):
+Target T: a small random Llama built here (default), or `--model` (a folder or a packaged name such as
+smollm2-135m-instruct). The safety adapter is τ = A − D for A, D = T plus small noise (a quickly degraded copy; its
+content does not change the cost). Both jobs run on the same machine, same threads, each in a fresh process (wall
+time after the model is loaded, and peak RSS above the job's start):
   - calibration: `seawall.gene.calibration` with the default CalibrateConfig on 32 harmful (HarmBench val) + 32 benign
-    (Alpaca) prompts, all layers selected — including generating T's retain answers;
-  - one epoch of full safety fine-tuning of T (AdamW, lr 3e-5, batch 8) on `--sft-examples` examples: AdvBench
+    (Alpaca) prompts, all layers selected (the worst case for the prefix cache), reported as preparation (T's greedy
+    retain answers, prefix states, T's log-probs) + fitting; the ratio quoted is their sum over the SFT epoch;
+  - one epoch of full safety fine-tuning of T (AdamW, lr 3e-5, batch 8) on `--sft-examples` (480) examples: AdvBench
     prompts → refusal templates and Alpaca instructions → their answers, half and half (as the CPU probe in
     FINDINGS.md aligned SmolLM2).
+`--sft-from FILE` reuses the SFT job's record (the JSON line printed by `--job sft`) from an earlier run on the same
+model, marked as such in the output, when one SFT epoch is too slow to repeat (SmolLM2 on a shared CPU).
 Writes JSON (default docs/results/gene_calibrate_cost.json) and prints a table.
 
-    python bench/gene_calibrate_cost.py                 # small random model
-    python bench/gene_calibrate_cost.py --model /path/to/smollm2-float --sft-examples 160
+    python bench/gene_calibrate_cost.py --threads 1
+    python bench/gene_calibrate_cost.py --threads 1 --model smollm2-135m-instruct \
+        --out docs/results/gene_calibrate_cost_smollm2.json
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ def sft_epoch(target: Path, n_examples: int, batch_size: int, max_length: int) -
     examples = list(zip(harmful, refusal_targets(half, 0), strict=True))
     examples += [(r.prompt, r.response) for r in alpaca]
     random.Random(0).shuffle(examples)
+    loading = time.perf_counter()
     model = load_causal_lm(target)
     model.requires_grad_(True)
     model.train()
@@ -129,7 +135,12 @@ def sft_epoch(target: Path, n_examples: int, batch_size: int, max_length: int) -
         out.loss.backward()
         optimizer.step()
         steps += 1
-    return {"seconds": time.perf_counter() - started, "steps": steps, "examples": len(examples)}
+    return {
+        "seconds": time.perf_counter() - started,
+        "wall_with_loading_seconds": time.perf_counter() - loading,
+        "steps": steps,
+        "examples": len(examples),
+    }
 
 
 def run_job(job: str, work: Path, args: argparse.Namespace) -> dict:
@@ -147,7 +158,14 @@ def run_job(job: str, work: Path, args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         result = calibrate(adapter, work / "T", shots, config, progress=False)
         return {
-            "seconds": time.perf_counter() - started,
+            # Quoted against the SFT epoch, which is timed after its model is loaded: preparation + fitting.
+            "seconds": result.prepare_seconds + result.fit_seconds,
+            "prepare_seconds": result.prepare_seconds,
+            "fit_seconds": result.fit_seconds,
+            "wall_with_loading_seconds": time.perf_counter() - started,
+            "selected_layers": adapter.manifest.selected_layers,
+            "cached_prefix": result.cached_prefix,
+            "first_layer": result.first_layer,
             "peak_above_start_mib": (_status("VmHWM") - base) / 1024,
             "epochs": result.epochs,
             "groups": len(result.coefficients),
@@ -165,7 +183,21 @@ def run_job(job: str, work: Path, args: argparse.Namespace) -> dict:
 def main() -> None:
     """Time calibration and one SFT epoch on the same target (each in a fresh process); write the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None, help="real model folder for T (default: random)")
+    parser.add_argument(
+        "--model", default=None, help="real model for T: folder or packaged name (default: random)"
+    )
+    parser.add_argument(
+        "--select",
+        choices=["all", "upper-half"],
+        default="all",
+        help="layers the adapter selects: all (worst case for the prefix cache) or the upper half",
+    )
+    parser.add_argument(
+        "--sft-from",
+        type=Path,
+        default=None,
+        help="reuse the SFT job record (JSON printed by `--job sft`) of an earlier run on the same model",
+    )
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--sft-examples", type=int, default=480)
@@ -182,12 +214,25 @@ def main() -> None:
         return
     from seawall.gene import ExtractConfig, extract
 
+    model = None
+    if args.model:
+        from seawall.models import resolve_model
+
+        model = Path(args.model) if Path(args.model).exists() else Path(resolve_model(args.model))
     work = Path(tempfile.mkdtemp(prefix="seawall-bench-cal-"))
     try:
-        paths, n_params = build_models(work, args.model, args.hidden, args.layers)
-        extract(paths["A"], paths["D"], work / "adapter", ExtractConfig(checksums=False), progress=False)
+        paths, n_params = build_models(work, model, args.hidden, args.layers)
+        adapter = extract(
+            paths["A"], paths["D"], work / "adapter", ExtractConfig(checksums=False), progress=False
+        )
+        if args.select == "upper-half":
+            n_layers = adapter.manifest.num_layers
+            adapter.manifest.selected_layers = list(range(n_layers // 2, n_layers))
+            adapter.save_manifest()
         jobs = {}
-        for job in ("calibrate", "sft"):
+        if args.sft_from:
+            jobs["sft"] = {**json.loads(args.sft_from.read_text()), "reused_from_earlier_run": True}
+        for job in ("calibrate", "sft") if not args.sft_from else ("calibrate",):
             cmd = [
                 sys.executable,
                 __file__,
@@ -200,7 +245,7 @@ def main() -> None:
             ]
             cmd += ["--sft-examples", str(args.sft_examples), "--batch-size", str(args.batch_size)]
             cmd += ["--max-length", str(args.max_length)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
             jobs[job] = json.loads(proc.stdout.strip().splitlines()[-1])
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -214,6 +259,7 @@ def main() -> None:
         "calibration": cal,
         "sft_epoch": {**sft, "batch_size": args.batch_size, "lr": 3e-5, "max_length": args.max_length},
         "ratio_calibration_over_sft_epoch": cal["seconds"] / sft["seconds"],
+        "ratio_fit_only_over_sft_epoch": cal["fit_seconds"] / sft["seconds"],
         "ratio_memory_calibration_over_sft": cal["peak_above_start_mib"]
         / max(sft["peak_above_start_mib"], 1e-9),
         "trainable_parameters": {"calibration": cal["groups"], "sft": n_params},
@@ -221,8 +267,13 @@ def main() -> None:
     }
     print(f"model: {record['model']} ({n_params / 1e6:.1f}M parameters), {args.threads} thread(s)")
     print(f"{'job':<28}{'seconds':>10}{'trainable':>14}{'peak MiB':>10}")
+    for label, key in (
+        ("calibration: preparation", "prepare_seconds"),
+        ("calibration: fitting", "fit_seconds"),
+    ):
+        print(f"{label:<28}{cal[key]:>10.1f}")
     print(
-        f"{'calibration (32+32 shots)':<28}{cal['seconds']:>10.1f}{cal['groups']:>14}{cal['peak_above_start_mib']:>10.0f}"
+        f"{'calibration total (32+32)':<28}{cal['seconds']:>10.1f}{cal['groups']:>14}{cal['peak_above_start_mib']:>10.0f}"
     )
     print(
         f"{'safety SFT, one epoch':<28}{sft['seconds']:>10.1f}{n_params:>14}{sft['peak_above_start_mib']:>10.0f}"

@@ -48,30 +48,73 @@ def memory_section(r: dict) -> list[str]:
 def cost_section(r: dict) -> list[str]:
     """Markdown for bench/gene_calibrate_cost.py."""
     cal, sft = r["calibration"], r["sft_epoch"]
-    return [
-        "## Calibration cost vs one epoch of safety fine-tuning (`bench/gene_calibrate_cost.py`)",
+    cfg = cal["config"]
+    optimizer = cfg.get("optimizer", "adam")
+    forward = (
+        f"cached prefix from layer {cal['first_layer']}"
+        if cal.get("cached_prefix")
+        else "full forward every pass"
+    )
+    layers = cal.get("selected_layers")
+    selected = "all layers selected" if layers is None else f"layers {layers[0]}–{layers[-1]} selected"
+    lines = [
+        f"## Calibration cost vs one epoch of safety fine-tuning: {r['model']}, {selected} (`bench/gene_calibrate_cost.py`)",
         "",
-        f"Target: {r['model']} ({r['parameters'] / 1e6:.2f}M parameters), torch threads: {r['threads']}; both jobs in "
-        "one run on the same machine, each in a fresh process (peak = VmHWM above the RSS at the job's start).",
-        "",
-        "| job | trainable parameters | data | seconds | peak memory above start (MiB) |",
-        "|---|---|---|---|---|",
-        f"| SafeGene calibration (default config, {cal['epochs']} epochs, incl. generating T's retain answers) | "
-        f"{cal['groups']} | {cal['shots']['harmful']} harmful + {cal['shots']['benign']} benign prompts | "
-        f"{cal['seconds']:.1f} | {cal['peak_above_start_mib']:.0f} |",
-        f"| full safety fine-tuning, one epoch (AdamW lr {sft['lr']}, batch {sft['batch_size']}) | "
-        f"{r['trainable_parameters']['sft']} | {sft['examples']} examples ({sft['steps']} steps) | "
-        f"{sft['seconds']:.1f} | {sft['peak_above_start_mib']:.0f} |",
-        "",
-        f"**Ratio calibration / SFT epoch: {r['ratio_calibration_over_sft_epoch']:.3f}.** Calibration loss "
-        f"{cal['initial_loss']:.3f} → {cal['final_loss']:.3f}.",
-        "",
-        "Reading: calibration trains a handful of scalars but still runs forward + activation-backward through the "
-        "whole model on every shot for every epoch, so its wall time is of the order of one SFT epoch; on a small "
-        "model activations dominate memory, while on a 7B model full fine-tuning also pays gradients and AdamW state "
-        "for every weight (≈ 16 bytes/parameter), which calibration never allocates.",
+        f"Target: {r['model']} ({r['parameters'] / 1e6:.2f}M parameters), torch threads: {r['threads']}; each job in a "
+        "fresh process on the same machine (peak = VmHWM above the RSS at the job's start). Model loading is "
+        "excluded from both timings.",
         "",
     ]
+    if "prepare_seconds" not in cal:
+        lines += [
+            "| job | trainable parameters | data | seconds | peak memory above start (MiB) |",
+            "|---|---|---|---|---|",
+            f"| SafeGene calibration ({cal['epochs']} epochs, incl. generating T's retain answers) | {cal['groups']} | "
+            f"{cal['shots']['harmful']} harmful + {cal['shots']['benign']} benign prompts | {cal['seconds']:.1f} | "
+            f"{cal['peak_above_start_mib']:.0f} |",
+        ]
+    else:
+        lines += [
+            "| job | trainable parameters | data | preparation (s) | fitting (s) | total (s) | peak memory above "
+            "start (MiB) |",
+            "|---|---|---|---|---|---|---|",
+            f"| SafeGene calibration ({optimizer}, {cal['epochs']} passes, {forward}, {selected}) | "
+            f"{cal['groups']} | {cal['shots']['harmful']} harmful + {cal['shots']['benign']} benign prompts | "
+            f"{cal['prepare_seconds']:.1f} | {cal['fit_seconds']:.1f} | {cal['seconds']:.1f} | "
+            f"{cal['peak_above_start_mib']:.0f} |",
+        ]
+    reused = (
+        " (SFT measured in an earlier run of the same bench)" if sft.get("reused_from_earlier_run") else ""
+    )
+    middle = "– | – | " if "prepare_seconds" in cal else ""
+    lines += [
+        f"| full safety fine-tuning, one epoch (AdamW lr {sft['lr']}, batch {sft['batch_size']}){reused} | "
+        f"{r['trainable_parameters']['sft']} | {sft['examples']} examples ({sft['steps']} steps) | {middle}"
+        f"{sft['seconds']:.1f} | {sft['peak_above_start_mib']:.0f} |",
+        "",
+        f"**Ratio calibration (preparation + fitting) / SFT epoch: {r['ratio_calibration_over_sft_epoch']:.3f}**"
+        + (
+            f" (fitting alone: {r['ratio_fit_only_over_sft_epoch']:.3f}); "
+            if "ratio_fit_only_over_sft_epoch" in r
+            else "; "
+        )
+        + f"memory ratio {r['ratio_memory_calibration_over_sft']:.2f}. Calibration loss {cal['initial_loss']:.3f} → "
+        f"{cal['final_loss']:.3f}.",
+        "",
+    ]
+    if "fit_seconds" in cal:
+        per_pass = cal["fit_seconds"] / max(cal["epochs"], 1)
+        lines += [
+            f"Reading: one pass over the 64 shots (forward through the selected layers, logits at loss positions "
+            f"only, backward to α) takes {per_pass:.2f} s = {per_pass / sft['seconds']:.3f} of the SFT epoch, and "
+            f"L-BFGS needed {cal['epochs']} passes; preparation (T's greedy answers, prefix states, T's "
+            f"log-probs) is {cal['prepare_seconds'] / max(cal['seconds'], 1e-9):.0%} of the calibration time. "
+            "Each pass still back-propagates through every selected layer (all layers is the worst case), so the "
+            "cost scales with the number of shot tokens × selected layers; fine-tuning scales with the safety data "
+            "× all layers, plus gradients and AdamW state for every weight.",
+            "",
+        ]
+    return lines
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from seawall.gene import CalibrateConfig, SafetyAdapter, SelectConfig, calibrate, extract, select_layers
-from seawall.gene.calibration import DeltaForward
-from seawall.gene.modeling import load_causal_lm
+from seawall.gene.calibration import CalibrationObjective, DeltaForward, check_cache, prepare_data
+from seawall.gene.modeling import load_causal_lm, load_tokenizer
 from seawall.gene.selection import choose_layers
 
 FAST = dict(max_epochs=4, batch_size=6, response_tokens=4, max_length=64, lr=0.1, patience=3)
@@ -35,10 +35,38 @@ def test_calibration_lowers_loss_in_bounds_and_is_deterministic(adapter, trio, s
 
 
 def test_alpha_is_clamped_to_bounds(adapter, trio, shots):
-    config = CalibrateConfig(**{**FAST, "lr": 5.0}, alpha_max=0.2, alpha_init=0.2, per_module_type=True)
-    result = calibrate(adapter, trio["T"], shots, config, progress=False)
-    assert all(0.0 <= a <= 0.2 for a in result.coefficients.values())
-    assert "0.q_proj" in result.coefficients and len(result.coefficients) == 4 * 7
+    for optimizer in ("adam", "lbfgs"):
+        config = CalibrateConfig(
+            **{**FAST, "lr": 5.0}, alpha_max=0.2, alpha_init=0.2, per_module_type=True, optimizer=optimizer
+        )
+        result = calibrate(adapter, trio["T"], shots, config, progress=False)
+        assert all(0.0 <= a <= 0.2 for a in result.coefficients.values())
+        assert "0.q_proj" in result.coefficients and len(result.coefficients) == 4 * 7
+        assert result.final_loss <= result.initial_loss
+
+
+@pytest.mark.parametrize("layers", [[2, 3], [0, 1, 2, 3]])
+def test_cached_prefix_loss_and_gradient_match_the_full_forward(adapter, trio, shots, layers):
+    adapter.manifest.selected_layers = layers
+    model = load_causal_lm(trio["T"])
+    modules = [m for m in adapter.modules if int(m.split(".")[2]) in layers]
+    forward = DeltaForward(model, adapter, modules)
+    config = CalibrateConfig(**FAST)
+    data = prepare_data(model, load_tokenizer(trio["T"]), shots, config)
+    objective = CalibrationObjective(forward, data, config)
+    assert objective.cached and objective.first == layers[0]
+    assert objective.chunks[0].prefix.shape[-1] == 64
+    full = CalibrationObjective(forward, data, config, cache_prefix=False)
+    for alpha in (torch.tensor([0.3, 1.7] * (len(layers) // 2)), torch.zeros(len(layers))):
+        assert abs(objective.value(alpha) - full.value(alpha)) < 1e-5
+        assert abs(objective.value(alpha) - objective.value(alpha, cached=False)) < 1e-5
+    assert objective.value(torch.zeros(len(layers))) == pytest.approx(
+        full.value(torch.zeros(len(layers))), abs=1e-5
+    )
+    _, grad = objective.value_and_grad(torch.full((len(layers),), 0.5))
+    _, full_grad = full.value_and_grad(torch.full((len(layers),), 0.5))
+    assert torch.allclose(grad, full_grad, atol=1e-5) and grad.abs().sum() > 0
+    assert check_cache(objective, torch.full((len(layers),), 0.5)) < 1e-5 and objective.cached
 
 
 def test_functional_forward_matches_merged_weights(adapter, trio):

@@ -2,20 +2,27 @@
 
 T'(α) = T + Σ_m α_{g(m)} · τ_m over the modules m of the selected layers, everything else frozen. The forward pass
 is functional (`torch.func.functional_call` with W + α·τ substituted), so no copy of the model is made per step.
-Loss = mean refusal cross-entropy on harmful prompts (varied refusal templates as targets)
-     + λ · mean KL(T ‖ T') on benign prompts, over T's own greedy answers.
-α is projected onto [0, α_max] after every Adam step; training stops when the epoch loss has not improved by
-`min_delta` for `patience` epochs, and the best α seen is kept.
+Loss = refusal cross-entropy (mean over all refusal target tokens of the harmful shots)
+     + λ · KL(T ‖ T') (mean over all answer positions of T's own greedy answers to the benign shots).
+
+Everything that does not depend on α is computed once (`CalibrationObjective`): tokenisation, T's answers and its
+log-probs on them, and the hidden states entering the lowest selected layer for every shot (nothing below that layer
+changes with α). Each pass then runs only the selected layers and computes logits only at the positions that enter
+the loss. α is fitted full-batch by L-BFGS (strong-Wolfe line search) through α = α_max·sigmoid(θ), so it stays in
+[0, α_max]; projected Adam on fixed chunks is the alternative (`optimizer: adam`). The best α evaluated is kept.
 """
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
@@ -25,14 +32,11 @@ from seawall.gene.config import CalibrateConfig
 from seawall.gene.modeling import (
     build_batch,
     greedy_answers,
-    kl_to_reference,
     linear_weight_shapes,
     load_causal_lm,
     load_tokenizer,
     prompt_ids,
-    shifted,
     target_ids,
-    token_ce,
 )
 from seawall.gene.shots import Shots, refusal_targets
 from seawall.models.checkpoint import fingerprint
@@ -66,15 +70,18 @@ class DeltaForward:
         self.weights = [params[n] for n in self.names]
         self.deltas = [adapter.delta(m).to(params[n].dtype) for m, n in zip(modules, self.names, strict=True)]
 
-    def __call__(self, alpha: torch.Tensor, batch: dict[str, torch.Tensor], **kwargs: Any) -> Any:
-        """Model output with the coefficients `alpha` (one per group) applied."""
-        overrides = {
+    def overrides(self, alpha: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{parameter name: W + α_g·τ} for every adapted module."""
+        return {
             n: w + alpha[g] * d
             for n, w, g, d in zip(self.names, self.weights, self.group_of, self.deltas, strict=True)
         }
+
+    def __call__(self, alpha: torch.Tensor, batch: dict[str, torch.Tensor], **kwargs: Any) -> Any:
+        """Model output with the coefficients `alpha` (one per group) applied."""
         return functional_call(
             self.model,
-            overrides,
+            self.overrides(alpha),
             args=(),
             kwargs={"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **kwargs},
         )
@@ -87,29 +94,16 @@ def _trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 @dataclass
 class CalibrationData:
-    """Tokenised few-shot batches: harmful → refusal, benign → T's own answers with T's log-probs."""
+    """Tokenised few-shot batches: harmful prompts → refusal targets, benign prompts → T's own greedy answers."""
 
     refusal: dict[str, torch.Tensor]
     retain: dict[str, torch.Tensor] | None
-    retain_ref: list[torch.Tensor] = field(default_factory=list)
-
-    def loss(
-        self, forward: DeltaForward, alpha: torch.Tensor, h_idx: Any, b_idx: Any, lam: float
-    ) -> torch.Tensor:
-        """Refusal CE on harmful rows h_idx + λ · retain KL on benign rows b_idx."""
-        batch = _trim({k: v[h_idx] for k, v in self.refusal.items()})
-        loss = token_ce(forward(alpha, batch).logits, batch["labels"])
-        if self.retain is not None and lam > 0 and len(b_idx):
-            rbatch = _trim({k: v[b_idx] for k, v in self.retain.items()})
-            ref = torch.cat([self.retain_ref[int(i)] for i in b_idx])
-            loss = loss + lam * kl_to_reference(forward(alpha, rbatch).logits, rbatch["labels"], ref)
-        return loss
 
 
 def prepare_data(
     model: torch.nn.Module, tokenizer: Any, shots: Shots, config: CalibrateConfig
 ) -> CalibrationData:
-    """Tokenise the shots; generate T's greedy answers to the benign prompts and keep T's log-probs on them."""
+    """Tokenise the shots and generate T's greedy answers to the benign prompts (the retain targets)."""
     room = max(8, config.max_length - config.response_tokens)
     h_prompts = [prompt_ids(tokenizer, p, room) for p in shots.harmful]
     refusals = [target_ids(tokenizer, t) for t in refusal_targets(len(h_prompts), config.seed)]
@@ -118,21 +112,194 @@ def prepare_data(
         return CalibrationData(refusal, None)
     b_prompts = [prompt_ids(tokenizer, p, room) for p in shots.benign]
     answers = greedy_answers(model, tokenizer, b_prompts, config.response_tokens)
-    retain = build_batch(tokenizer, b_prompts, answers, config.max_length)
-    refs = []
-    with torch.no_grad():
-        for i in range(retain["input_ids"].shape[0]):
-            row = _trim({k: v[i : i + 1] for k, v in retain.items()})
-            logits, _ = shifted(
-                model(input_ids=row["input_ids"], attention_mask=row["attention_mask"]).logits, row["labels"]
+    return CalibrationData(refusal, build_batch(tokenizer, b_prompts, answers, config.max_length))
+
+
+@dataclass
+class Chunk:
+    """A fixed group of shots with everything about it that does not depend on α."""
+
+    kind: str  # "refusal" (CE to refusal tokens) or "retain" (KL to T)
+    batch: dict[str, torch.Tensor]
+    rows: torch.Tensor  # (row, column) of every position whose logits enter the loss
+    cols: torch.Tensor
+    targets: torch.Tensor  # the token each of those positions predicts
+    weight: float = 1.0  # 1 / (number of loss positions of this kind in the whole set)
+    reference: torch.Tensor | None = None  # T's log-probs at the positions (retain)
+    prefix: torch.Tensor | None = None  # hidden states entering the first adapted layer
+    layer_kwargs: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+class _PrefixReady(Exception):
+    """Raised from a hook to stop a forward pass once its inputs are captured."""
+
+
+class CalibrationObjective:
+    """L(α) over the whole few-shot set, with the α-independent part (prefix states, T's log-probs) cached."""
+
+    def __init__(
+        self,
+        forward: DeltaForward,
+        data: CalibrationData,
+        config: CalibrateConfig,
+        cache_prefix: bool = True,
+    ) -> None:
+        self.forward = forward
+        self.lam = config.lambda_retain
+        self.chunks = self._chunks(data.refusal, "refusal", config.batch_size)
+        if data.retain is not None and self.lam > 0:
+            self.chunks += self._chunks(data.retain, "retain", config.batch_size)
+        self.layers, self.first = self._layer_plan() if cache_prefix else (None, None)
+        self.cached = self.layers is not None
+        with torch.no_grad():
+            if self.cached:
+                for chunk in self.chunks:
+                    self._capture(chunk)
+            zero = torch.zeros(len(forward.groups))
+            for chunk in self.chunks:
+                if chunk.kind == "retain":
+                    chunk.reference = F.log_softmax(self.logits(zero, chunk), -1)
+
+    @staticmethod
+    def _chunks(batch: dict[str, torch.Tensor], kind: str, size: int) -> list[Chunk]:
+        # Rows sorted by length so that every chunk carries as little padding as possible.
+        lengths = batch["attention_mask"].sum(1)
+        order = sorted(range(len(lengths)), key=lambda i: (-int(lengths[i]), i))
+        chunks = []
+        for start in range(0, len(order), size):
+            idx = torch.tensor(order[start : start + size])
+            sub = _trim({k: v[idx] for k, v in batch.items()})
+            keep = sub["labels"][:, 1:] != -100
+            rows, cols = keep.nonzero(as_tuple=True)
+            chunks.append(Chunk(kind, sub, rows, cols, sub["labels"][:, 1:][keep]))
+        total = sum(len(c.targets) for c in chunks)
+        for c in chunks:
+            c.weight = 1.0 / max(total, 1)
+        return chunks
+
+    def _layer_plan(self) -> tuple[list[tuple[torch.nn.Module, dict[str, int]]] | None, int | None]:
+        """Decoder layers from the first adapted one, with each layer's adapted weights; None if not cacheable."""
+        model = self.forward.model
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+        layers = getattr(decoder, "layers", None)
+        if layers is None or getattr(decoder, "norm", None) is None or model.get_output_embeddings() is None:
+            return None, None
+        names = {id(m): n for n, m in model.named_modules()}
+        prefixes = [names[id(layer)] + "." for layer in layers]
+        owner: dict[str, tuple[int, str]] = {}
+        for name in self.forward.names:
+            hit = [i for i, p in enumerate(prefixes) if name.startswith(p)]
+            if not hit:  # an adapted weight outside the decoder layers: run the full model instead
+                return None, None
+            owner[name] = (hit[0], name[len(prefixes[hit[0]]) :])
+        first = min(i for i, _ in owner.values())
+        plan = []
+        for i in range(first, len(layers)):
+            local = {owner[n][1]: j for j, n in enumerate(self.forward.names) if owner[n][0] == i}
+            plan.append((layers[i], local))
+        return plan, first
+
+    def _capture(self, chunk: Chunk) -> None:
+        """Run T's decoder once on the chunk, keeping the input of the first adapted layer and every layer's kwargs."""
+        decoder = self.forward.model.get_decoder()
+        hooks = []
+
+        def grab(index: int, last: bool):
+            def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+                hidden = args[0] if args else kwargs["hidden_states"]
+                if index == self.first:
+                    chunk.prefix = hidden.detach()
+                chunk.layer_kwargs[index] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+                if last:
+                    raise _PrefixReady
+
+            return hook
+
+        for offset, (layer, _) in enumerate(self.layers):
+            last = offset == len(self.layers) - 1
+            hooks.append(layer.register_forward_pre_hook(grab(self.first + offset, last), with_kwargs=True))
+        try:
+            decoder(
+                input_ids=chunk.batch["input_ids"],
+                attention_mask=chunk.batch["attention_mask"],
+                use_cache=False,
             )
-            refs.append(torch.log_softmax(logits.float(), -1))
-    return CalibrationData(refusal, retain, refs)
+        except _PrefixReady:
+            pass
+        finally:
+            for h in hooks:
+                h.remove()
+
+    def logits(self, alpha: torch.Tensor, chunk: Chunk, cached: bool | None = None) -> torch.Tensor:
+        """Float logits of T'(α) at the chunk's loss positions only."""
+        model = self.forward.model
+        if not (self.cached if cached is None else cached):
+            out = self.forward(alpha, chunk.batch).logits
+            return out[chunk.rows, chunk.cols].float()
+        overrides = self.forward.overrides(alpha)
+        names = self.forward.names
+        hidden = chunk.prefix
+        for offset, (layer, local) in enumerate(self.layers):
+            weights = {k: overrides[names[j]] for k, j in local.items()}
+            hidden = functional_call(
+                layer, weights, args=(hidden,), kwargs=chunk.layer_kwargs[self.first + offset]
+            )
+            if isinstance(hidden, tuple):
+                hidden = hidden[0]
+        hidden = model.get_decoder().norm(hidden[chunk.rows, chunk.cols])
+        logits = model.get_output_embeddings()(hidden).float()
+        cap = getattr(model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def chunk_loss(self, alpha: torch.Tensor, chunk: Chunk, cached: bool | None = None) -> torch.Tensor:
+        """The chunk's share of L(α) (sums over the chunk divided by the whole set's position counts)."""
+        logits = self.logits(alpha, chunk, cached)
+        if chunk.kind == "refusal":
+            return F.cross_entropy(logits, chunk.targets, reduction="sum") * chunk.weight
+        kl = F.kl_div(F.log_softmax(logits, -1), chunk.reference, log_target=True, reduction="sum")
+        return self.lam * chunk.weight * kl
+
+    def value(self, alpha: torch.Tensor, cached: bool | None = None) -> float:
+        """L(α) over the whole few-shot set, without gradients."""
+        with torch.no_grad():
+            return float(sum(self.chunk_loss(alpha, c, cached) for c in self.chunks))
+
+    def value_and_grad(self, alpha: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """L(α) and dL/dα, one chunk at a time (only one chunk's activations are alive)."""
+        leaf = alpha.detach().clone().requires_grad_(True)
+        total = 0.0
+        for chunk in self.chunks:
+            loss = self.chunk_loss(leaf, chunk)
+            loss.backward()
+            total += float(loss.detach())
+        return total, leaf.grad.detach().clone()
+
+
+def check_cache(objective: CalibrationObjective, alpha: torch.Tensor, tolerance: float = 1e-4) -> float:
+    """|L_cached − L_full| on the first chunk; turns the cache off (with a warning) if they disagree."""
+    if not objective.cached:
+        return 0.0
+    chunk = objective.chunks[0]
+    with torch.no_grad():
+        gap = float(
+            (
+                objective.chunk_loss(alpha, chunk, cached=True)
+                - objective.chunk_loss(alpha, chunk, cached=False)
+            ).abs()
+        )
+    if gap > tolerance * max(1.0, abs(objective.value(alpha))):
+        warnings.warn(
+            f"cached-prefix forward differs from the full forward by {gap:.2e} on this architecture; "
+            "calibrating with the full forward",
+            stacklevel=2,
+        )
+        objective.cached = False
+    return gap
 
 
 @dataclass
 class CalibrationResult:
-    """Fitted coefficients per group, the loss curve (one value per epoch), and what it cost."""
+    """Fitted coefficients per group, the loss curve (one value per pass over the shots), and what it cost."""
 
     coefficients: dict[str, float]
     loss_curve: list[float]
@@ -142,6 +309,10 @@ class CalibrationResult:
     epochs: int
     seconds: float
     stopped_early: bool
+    prepare_seconds: float = 0.0
+    fit_seconds: float = 0.0
+    cached_prefix: bool = False
+    first_layer: int | None = None
 
 
 def selected_modules(adapter: SafetyAdapter) -> list[str]:
@@ -154,52 +325,99 @@ def selected_modules(adapter: SafetyAdapter) -> list[str]:
     ]
 
 
-def full_loss(
-    data: CalibrationData, forward: DeltaForward, alpha: torch.Tensor, config: CalibrateConfig
-) -> float:
-    """The calibration loss over the whole few-shot set (mini-batched, no gradients)."""
-    n_h = data.refusal["input_ids"].shape[0]
-    n_b = 0 if data.retain is None else data.retain["input_ids"].shape[0]
-    total, count = 0.0, 0
-    with torch.no_grad():
-        steps = max(1, -(-max(n_h, n_b) // config.batch_size))
-        for s in range(steps):
-            h = torch.arange(n_h)[s * config.batch_size : (s + 1) * config.batch_size]
-            b = torch.arange(n_b)[s * config.batch_size : (s + 1) * config.batch_size]
-            if len(h) == 0:
-                h = torch.arange(min(n_h, config.batch_size))
-            total += float(data.loss(forward, alpha, h, b, config.lambda_retain))
-            count += 1
-    return total / count
+class _BudgetSpent(Exception):
+    """Raised from the L-BFGS closure once `max_epochs` passes have been evaluated."""
 
 
-def fit_coefficients(
-    forward: DeltaForward, data: CalibrationData, config: CalibrateConfig, progress: bool = True
-) -> CalibrationResult:
-    """Projected Adam on α with early stopping; deterministic for a seed."""
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    started = time.perf_counter()
-    alpha = torch.full((len(forward.groups),), config.alpha_init, requires_grad=True)
-    optimizer = torch.optim.Adam([alpha], lr=config.lr)
-    initial = full_loss(data, forward, alpha.detach(), config)
-    n_h = data.refusal["input_ids"].shape[0]
-    n_b = 0 if data.retain is None else data.retain["input_ids"].shape[0]
-    steps = max(1, -(-max(n_h, n_b) // config.batch_size))
-    best, best_alpha, wait = float("inf"), alpha.detach().clone(), 0
-    curve, step_losses = [], []
+def _fit_lbfgs(
+    objective: CalibrationObjective, config: CalibrateConfig, bar: Any
+) -> tuple[list[tuple[float, torch.Tensor]], bool]:
+    """Full-batch L-BFGS on θ with α = α_max·sigmoid(θ); every evaluation is one pass over the shots.
+
+    One L-BFGS iteration (with its strong-Wolfe line search) per `step`; training stops when an iteration improves
+    the best loss by less than `min_delta` or than `min_rel_delta` of the whole gain so far (diminishing returns),
+    when the step vanishes, or after `max_epochs` passes. A point already
+    evaluated (L-BFGS re-evaluates the line search's end point at the next step) is answered from memory.
+    """
+    amax = config.alpha_max
+    eps = 1e-3
+    start = min(max(config.alpha_init / amax, eps), 1 - eps)
+    theta = torch.full((len(objective.forward.groups),), math.log(start / (1 - start)), requires_grad=True)
+    # The stopping rule is ours (below); L-BFGS's own tolerances are set so they only catch a vanished step.
+    optimizer = torch.optim.LBFGS(
+        [theta],
+        lr=1.0,
+        max_iter=1,
+        max_eval=config.max_epochs,
+        history_size=10,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+    evaluations: list[tuple[float, torch.Tensor]] = []
+    memo: dict[str, Any] = {}
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        current = theta.detach().clone()
+        if "theta" in memo and torch.equal(memo["theta"], current):
+            theta.grad = memo["grad"].clone()
+            return torch.tensor(memo["loss"])
+        if len(evaluations) >= config.max_epochs:
+            raise _BudgetSpent
+        sig = torch.sigmoid(current)
+        alpha = amax * sig
+        loss, grad = objective.value_and_grad(alpha)
+        evaluations.append((loss, alpha.clone()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        grad_theta = grad * amax * sig * (1 - sig)
+        # L-BFGS's first step is min(1, 1/‖g‖₁)·g: with the tiny gradients of a near-flat start it would crawl for
+        # several line-search passes. Scaling the objective by 1/‖g₀‖₁ (same minimiser) makes it a unit step in θ.
+        scale = memo.setdefault("scale", 1.0 / max(float(grad_theta.abs().sum()), 1e-12))
+        theta.grad = grad_theta * scale
+        memo.update(theta=current, loss=loss * scale, grad=theta.grad.clone())
+        return torch.tensor(loss * scale)
+
+    previous = float("inf")
     stopped = False
-    bar = tqdm(range(config.max_epochs), desc="calibrate", disable=not progress)
-    for _ in bar:
-        h_perm = torch.randperm(n_h, generator=generator)
-        b_perm = torch.randperm(n_b, generator=generator) if n_b else torch.arange(0)
+    while len(evaluations) < config.max_epochs:
+        count = len(evaluations)
+        try:
+            optimizer.step(closure)
+        except _BudgetSpent:
+            break
+        best = min(loss for loss, _ in evaluations)
+        gained = evaluations[0][0] - best
+        if len(evaluations) == count or previous - best < max(
+            config.min_delta, config.min_rel_delta * gained
+        ):
+            stopped = True
+            break
+        previous = best
+    return evaluations, stopped
+
+
+def _fit_adam(
+    objective: CalibrationObjective, config: CalibrateConfig, bar: Any
+) -> tuple[list[tuple[float, torch.Tensor]], list[float], bool]:
+    """Projected Adam, one step per (refusal, retain) chunk pair in a seeded order; early stopping on the epoch mean."""
+    generator = torch.Generator().manual_seed(config.seed)
+    alpha = torch.full((len(objective.forward.groups),), config.alpha_init, requires_grad=True)
+    optimizer = torch.optim.Adam([alpha], lr=config.lr)
+    refusal = [c for c in objective.chunks if c.kind == "refusal"]
+    retain = [c for c in objective.chunks if c.kind == "retain"]
+    steps = max(len(refusal), len(retain))
+    best, wait, stopped = float("inf"), 0, False
+    epochs: list[tuple[float, torch.Tensor]] = []
+    step_losses: list[float] = []
+    for _ in range(config.max_epochs):
+        order = torch.randperm(steps, generator=generator).tolist()
         epoch = []
-        for s in range(steps):
-            h = h_perm[s * config.batch_size : (s + 1) * config.batch_size]
-            if len(h) == 0:
-                h = h_perm[: config.batch_size]
-            b = b_perm[s * config.batch_size : (s + 1) * config.batch_size]
-            loss = data.loss(forward, alpha, h, b, config.lambda_retain)
+        for s in order:
+            # Chunk-local means, so a step's loss is on the same scale as the whole-set loss.
+            parts = [refusal[s % len(refusal)]] + ([retain[s % len(retain)]] if retain else [])
+            loss = sum(objective.chunk_loss(alpha, c) / (c.weight * len(c.targets)) for c in parts)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -208,25 +426,53 @@ def fit_coefficients(
             epoch.append(float(loss.detach()))
         step_losses.extend(epoch)
         mean = sum(epoch) / len(epoch)
-        curve.append(mean)
+        epochs.append((mean, alpha.detach().clone()))
+        bar.update(1)
         bar.set_postfix(loss=f"{mean:.4f}")
         if best - mean > config.min_delta:
-            best, best_alpha, wait = mean, alpha.detach().clone(), 0
+            best, wait = mean, 0
         else:
             wait += 1
             if wait >= config.patience:
                 stopped = True
                 break
-    final = full_loss(data, forward, best_alpha, config)
+    return epochs, step_losses, stopped
+
+
+def fit_coefficients(
+    objective: CalibrationObjective, config: CalibrateConfig, progress: bool = True
+) -> CalibrationResult:
+    """Fit α on the cached objective (L-BFGS or projected Adam); deterministic for a seed."""
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    groups = objective.forward.groups
+    bar = tqdm(total=config.max_epochs, desc="calibrate", disable=not progress)
+    if config.optimizer == "lbfgs":
+        evaluations, stopped = _fit_lbfgs(objective, config, bar)
+        curve = [loss for loss, _ in evaluations]
+        initial = curve[0]
+        final, best = min(evaluations, key=lambda e: e[0])
+        step_losses = curve
+    else:
+        initial = objective.value(torch.full((len(groups),), config.alpha_init))
+        epochs, step_losses, stopped = _fit_adam(objective, config, bar)
+        curve = [loss for loss, _ in epochs]
+        best = min(epochs, key=lambda e: e[0])[1]
+        final = objective.value(best)
+    bar.close()
+    seconds = time.perf_counter() - started
     return CalibrationResult(
-        coefficients={g: round(float(a), 6) for g, a in zip(forward.groups, best_alpha, strict=True)},
+        coefficients={g: round(float(a), 6) for g, a in zip(groups, best, strict=True)},
         loss_curve=curve,
         step_losses=step_losses,
         initial_loss=initial,
         final_loss=final,
         epochs=len(curve),
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         stopped_early=stopped,
+        fit_seconds=seconds,
+        cached_prefix=objective.cached,
+        first_layer=objective.first if objective.cached else None,
     )
 
 
@@ -248,10 +494,14 @@ def calibrate(
         if isinstance(target, torch.nn.Module):
             raise ModelError("pass the tokenizer when the target is an in-memory model")
         tokenizer = load_tokenizer(target)
+    loaded = time.perf_counter()
     modules = selected_modules(adapter)
     forward = DeltaForward(model, adapter, modules, config.per_module_type)
-    data = prepare_data(model, tokenizer, shots, config)
-    result = fit_coefficients(forward, data, config, progress=progress)
+    objective = CalibrationObjective(forward, prepare_data(model, tokenizer, shots, config), config)
+    check_cache(objective, torch.full((len(forward.groups),), config.alpha_init))
+    prepare_seconds = time.perf_counter() - loaded
+    result = fit_coefficients(objective, config, progress=progress)
+    result.prepare_seconds = prepare_seconds
     result.seconds = time.perf_counter() - started
     manifest = adapter.manifest
     manifest.coefficients = result.coefficients
@@ -267,6 +517,10 @@ def calibrate(
         "epochs": result.epochs,
         "stopped_early": result.stopped_early,
         "seconds": round(result.seconds, 3),
+        "prepare_seconds": round(result.prepare_seconds, 3),
+        "fit_seconds": round(result.fit_seconds, 3),
+        "cached_prefix": result.cached_prefix,
+        "first_layer": result.first_layer,
         "shots": shots.record(),
     }
     if adapter.path is not None:
@@ -304,7 +558,7 @@ def plot_loss_curve(result: CalibrationResult, path: str | Path) -> Path:
         color="tab:blue",
         label="epoch mean",
     )
-    ax.set_xlabel("step")
+    ax.set_xlabel("evaluation" if result.step_losses == result.loss_curve else "step")
     ax.set_ylabel("refusal CE + λ·retain KL")
     ax.set_title(f"calibration: {result.initial_loss:.3f} → {result.final_loss:.3f}")
     ax.legend()

@@ -182,8 +182,8 @@ def calibrate(
         table.add_row(group, f"{alpha:.4f}")
     console.print(table)
     console.print(
-        f"loss {result.initial_loss:.4f} → {result.final_loss:.4f} in {result.epochs} epochs, "
-        f"{result.seconds:.1f} s; curve in {adapter / 'calibration_loss.png'}"
+        f"loss {result.initial_loss:.4f} → {result.final_loss:.4f} in {result.epochs} passes "
+        f"({result.prepare_seconds:.1f} s preparation + {result.fit_seconds:.1f} s fitting); curve in {adapter / 'calibration_loss.png'}"
     )
 
 

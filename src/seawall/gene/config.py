@@ -99,11 +99,23 @@ class CalibrateConfig(_Frozen):
     alpha_init: float = Field(0.5, ge=0)
     alpha_max: float = Field(2.0, gt=0)
     lambda_retain: float = Field(1.0, ge=0, description="weight λ of the retain KL(T ‖ T') on benign prompts")
-    lr: float = Field(0.1, gt=0, description="Adam learning rate on α")
-    max_epochs: int = Field(12, ge=1, description="passes over the few-shot set")
-    batch_size: int = Field(16, ge=1, description="sequences per step (per side: harmful and benign)")
-    patience: int = Field(3, ge=1, description="epochs without improvement before stopping early")
-    min_delta: float = Field(1e-4, ge=0, description="improvement that resets the patience counter")
+    optimizer: Literal["lbfgs", "adam"] = Field(
+        "lbfgs", description="full-batch L-BFGS on α = α_max·sigmoid(θ), or projected Adam on chunks"
+    )
+    lr: float = Field(0.1, gt=0, description="Adam learning rate on α (L-BFGS uses a line search)")
+    max_epochs: int = Field(
+        12, ge=1, description="most passes over the few-shot set (L-BFGS: loss+gradient evaluations)"
+    )
+    batch_size: int = Field(8, ge=1, description="sequences per chunk (forward/backward unit; bounds memory)")
+    patience: int = Field(3, ge=1, description="Adam: epochs without improvement before stopping early")
+    min_delta: float = Field(
+        1e-4, ge=0, description="Adam: improvement that resets patience; L-BFGS: loss/step change to stop"
+    )
+    min_rel_delta: float = Field(
+        0.05,
+        ge=0,
+        description="L-BFGS: also stop when an iteration gains less than this share of the gain so far",
+    )
     response_tokens: int = Field(24, ge=1, description="length of T's own greedy answers (retain targets)")
     max_length: int = Field(160, ge=8)
     seed: int = 0

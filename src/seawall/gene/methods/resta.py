@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from seawall.gene.adapter import SafetyAdapter, layer_index
-from seawall.gene.calibration import DeltaForward, full_loss, prepare_data
+from seawall.gene.calibration import CalibrationObjective, DeltaForward, prepare_data
 from seawall.gene.config import CalibrateConfig, ExtractConfig
 from seawall.gene.export import apply as apply_adapter
 from seawall.gene.export import merge_deltas
@@ -57,9 +57,8 @@ class Resta(Method):
         forward.groups = ["all"]
         forward.group_of = [0] * len(modules)
         data = prepare_data(model, tokenizer, shots, self.config.calibrate)
-        losses = {
-            b: full_loss(data, forward, torch.tensor([b]), self.config.calibrate) for b in self.config.betas
-        }
+        objective = CalibrationObjective(forward, data, self.config.calibrate)
+        losses = {b: objective.value(torch.tensor([b])) for b in self.config.betas}
         return min(losses, key=lambda b: (losses[b], b)), losses
 
     def apply(self, target: str | Path | None, output: str | Path, **inputs: Any) -> MethodResult:
