@@ -50,7 +50,7 @@ def run(data_dir: str | None = None, output: str | None = None, max_steps: int |
     By default the detector is saved where the guard and the evaluation harness look for it.
     """
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from seawall.detect import default_detector_path
     from seawall.models import resolve_model
@@ -77,8 +77,17 @@ def run(data_dir: str | None = None, output: str | None = None, max_steps: int |
     console.print(
         f"held-out benign Alpaca answers flagged unsafe: {benign['flag_rate']:.1%} (lower is better)"
     )
+    # Category names must stay whole in an 80-column terminal: they are the point of the table.
     table = Table(
-        "category", "n", "unsafe", "accuracy", "precision", "recall", "F1", "AUROC", title="per category"
+        Column("category", overflow="fold", min_width=26),
+        "n",
+        "unsafe",
+        "acc.",
+        "prec.",
+        "recall",
+        "F1",
+        "AUROC",
+        title="per category (SecureBreak test)",
     )
     for row in sb["per_category"] or []:
         table.add_row(
