@@ -165,6 +165,15 @@ LORA_METRICS = ("f1", "auroc", "auprc", "accuracy", "precision", "recall", "fpr"
 LOWER_IS_BETTER = {"fpr", "fnr", "ece", "flag_rate"}
 
 
+def _seen_rows(run: dict[str, Any]) -> str:
+    """ "N steps × batch B of an M-row mix": a capped run sees fewer rows than its mix holds."""
+    history = run.get("training", {}).get("history", {})
+    steps, batch = history.get("steps"), run["config"]["params"].get("batch_size")
+    if not (steps and batch):
+        return f"{run['n_train']} training rows"
+    return f"{steps} steps × batch {batch} from a {run['n_train']}-row training mix"
+
+
 def _lora_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     zero, lora = runs.get("lmjudge-zeroshot"), runs.get("lmjudge-lora")
     if not (zero and lora):
@@ -177,7 +186,7 @@ def _lora_section(runs: dict[str, dict[str, Any]]) -> list[str]:
         "## LoRA vs zero-shot lm-judge (same base, same truncation, same dev calibration)",
         "",
         f"Zero-shot: `{zero['detector_id']}`; LoRA (r={lora['config']['params'].get('lora_r')}, "
-        f"{lora['n_train']} training rows, {lora.get('train_seconds', 0):.0f} s): `{lora['detector_id']}`. "
+        f"{_seen_rows(lora)}, {lora.get('train_seconds', 0):.0f} s): `{lora['detector_id']}`. "
         + (
             "Both are scored on the same seeded evaluation rows (paired comparison). "
             if paired
