@@ -144,7 +144,8 @@ def test_length_sorted_batches_split_on_length_gaps():
     from seawall.detect._torch import length_sorted_batches
 
     lengths = [128, 40, 127, 126, 41, 5, 120, 3, 39, 128]
-    batches = [b.tolist() for b in length_sorted_batches(lengths, 3)]
+    assert [b.tolist() for b in length_sorted_batches(lengths, 3)][1] == [3, 6, 4]  # default: size only
+    batches = [b.tolist() for b in length_sorted_batches(lengths, 3, split_gaps=True)]
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert all(len(b) <= 3 for b in batches)
     for b in batches:  # no batch mixes a 128-token row with a 40-token one

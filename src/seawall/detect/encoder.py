@@ -213,6 +213,7 @@ class EncoderDetector(Detector):
             self._pad,
             self.inference_batch_size,
             desc="encoder: scoring" if len(pairs) >= PROGRESS_MIN_ROWS else None,
+            split_gaps=self.runtime == "onnx",
         )
         return torch.softmax(torch.tensor(logits), dim=1)[:, 1].numpy().astype(np.float64)
 
