@@ -297,7 +297,9 @@ def _bench_section(path: Path) -> list[str]:
         f"within one run are the comparison). Naive = transformers pipeline padding every input to max_length "
         f"{bench['max_length']}. fast = PyTorch fp32 with length-sorted dynamic padding; fast-int8 = the same with "
         "dynamic int8 on every linear layer; onnx = ONNX Runtime (graph optimizations on); onnx-int8 = ONNX Runtime "
-        "with int8 feed-forward MatMuls only. Agreement = same decision as PyTorch fp32 at the stored threshold.",
+        "with int8 feed-forward MatMuls only. Agreement = same decision as PyTorch fp32 at the stored threshold. "
+        "Batch-1 ratios are load-sensitive: PyTorch eager pays a per-call threading cost that grows when the cores "
+        "are oversubscribed, ONNX Runtime much less, so read the batch-32 rows as the conservative speed-up.",
         "",
     ]
     rows = [
