@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,21 @@ def tiny_llama_dir(tmp_path_factory, tiny_texts) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One CPU thread per test module: on a shared 2-core machine two threads mostly wait on each other."""
+    import torch
+
+    from seawall.detect._torch import THREADS_ENV
+
+    before_env, before_threads = os.environ.get(THREADS_ENV), torch.get_num_threads()
+    os.environ[THREADS_ENV] = "1"
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before_threads)
+    if before_env is None:
+        os.environ.pop(THREADS_ENV, None)
+    else:
+        os.environ[THREADS_ENV] = before_env

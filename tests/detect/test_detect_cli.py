@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from seawall.cli import app
 from seawall.detect import make_detector
+from seawall.errors import SeawallError
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -181,3 +182,45 @@ def test_bad_config_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["detect", "train", "--config", str(config)])
     assert result.exit_code != 0
     assert "data.bogus" in str(result.exception)
+
+
+def test_predict_runtime_needs_an_encoder(tfidf_dir):
+    result = CliRunner().invoke(
+        app, ["detect", "predict", "--model", str(tfidf_dir), "--runtime", "onnx"], input=""
+    )
+    # the CLI entry point turns a SeawallError into one red line and exit code 2
+    assert isinstance(result.exception, SeawallError)
+    assert "needs an encoder detector" in str(result.exception)
+
+
+def _judge_summary(name: str, f1: float, fpr: float, n: int) -> dict:
+    metrics = {"f1": f1, "auroc": 0.5 + f1 / 4, "fpr": fpr, "ece": 0.1}
+    return {
+        "name": name,
+        "backend": "lm-judge",
+        "detector_id": f"lm-judge-{name}",
+        "config": {"data": {"sets": ["securebreak"]}, "params": {"lora_r": 8}},
+        "n_train": 96,
+        "train_seconds": 10.0,
+        "thresholds": {"f1": 0.5},
+        "threshold": 0.5,
+        "calibrator": {"method": "temperature"},
+        "eval": {"securebreak:test": {"n": n, "metrics": metrics, "ci95": {}, "per_category": []}},
+    }
+
+
+def test_report_lora_vs_zero_shot_deltas(tmp_path):
+    from seawall.detect.report import build_report
+
+    for name, f1, fpr in (("lmjudge-zeroshot", 0.5, 0.9), ("lmjudge-lora", 0.7, 0.95)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(_judge_summary(name, f1, fpr, 100)))
+    text = build_report(tmp_path)
+    section = text[text.index("## LoRA vs zero-shot") :]
+    assert "same seeded evaluation rows (paired comparison)" in section
+    assert "| securebreak:test | f1 | 0.500 | 0.700 | +0.200 | yes |" in section
+    assert "| securebreak:test | fpr | 0.900 | 0.950 | +0.050 | **no** |" in section  # lower is better
+    assert "LoRA is better on 2 of 4 comparisons." in section
+    summary = _judge_summary("lmjudge-lora", 0.7, 0.95, 80)
+    (tmp_path / "lmjudge-lora" / "summary.json").write_text(json.dumps(summary))
+    assert "not paired" in build_report(tmp_path)

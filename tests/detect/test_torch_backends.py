@@ -121,6 +121,39 @@ def test_encoder_quantized_agrees(sb_split, fitted_encoder):
     assert np.allclose(single, fp32[:8], atol=1e-5)
 
 
+def test_encoder_onnx_runtime_matches_torch(sb_split, fitted_encoder):
+    det = fitted_encoder
+    pairs = [(r.prompt, r.response) for r in sb_split["test"][:48]] + PAIRS
+    fp32 = det.raw_score(pairs)
+    try:
+        det.set_params(runtime="onnx")
+        onnx_fp32 = det.raw_score(pairs)
+        det.set_params(quantize=True)  # feed-forward MatMuls only
+        onnx_int8 = det.raw_score(pairs)
+    finally:
+        det.set_params(runtime="torch", quantize=False)
+    assert np.allclose(onnx_fp32, fp32, atol=1e-4)
+    assert 0 < np.abs(onnx_int8 - fp32).max() < 0.05
+    assert np.allclose(det.raw_score(pairs), fp32)  # back on torch: the cached session was dropped
+    with pytest.raises(ModelError, match="runtime"):
+        det.set_params(runtime="tensorrt").raw_score(pairs[:1])
+    det.set_params(runtime="torch")
+
+
+def test_length_sorted_batches_split_on_length_gaps():
+    from seawall.detect._torch import length_sorted_batches
+
+    lengths = [128, 40, 127, 126, 41, 5, 120, 3, 39, 128]
+    assert [b.tolist() for b in length_sorted_batches(lengths, 3)][1] == [3, 6, 4]  # default: size only
+    batches = [b.tolist() for b in length_sorted_batches(lengths, 3, split_gaps=True)]
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= 3 for b in batches)
+    for b in batches:  # no batch mixes a 128-token row with a 40-token one
+        widths = [lengths[i] for i in b]
+        assert max(widths) - min(widths) <= max(8, 0.2 * max(widths))
+    assert batches[0] == [0, 9, 2]
+
+
 def test_lm_judge_zero_shot_and_lora_round_trip(tmp_path, sb_split, tiny_llama_dir):
     train = _small(sb_split, 32)
     dev = _small({"train": sb_split["dev"]}, 24)
@@ -169,8 +202,9 @@ def test_bench_smoke(tmp_path, fitted_encoder):
     result = run_bench(str(folder), n=12, out=tmp_path / "bench.json")
     assert json.loads((tmp_path / "bench.json").read_text())["n"] == 12
     variants = {(r["variant"], r["batch_size"]) for r in result["runs"]}
-    assert variants == {(v, b) for v in ("naive-pipeline", "fast", "fast-int8") for b in (1, 32)}
-    fast = [r for r in result["runs"] if r["variant"] == "fast"]
+    names = ("naive-pipeline", "fast", "fast-int8", "onnx", "onnx-int8")
+    assert variants == {(v, b) for v in names for b in (1, 32)}
+    fast = [r for r in result["runs"] if r["variant"] in ("fast", "onnx")]
     assert all(r["agreement_vs_fp32"] == 1.0 and r["responses_per_s"] > 0 for r in fast)
     naive = [r for r in result["runs"] if r["variant"] == "naive-pipeline"]
     assert all(r["speedup_vs_naive"] == 1.0 for r in naive)

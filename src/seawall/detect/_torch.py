@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,10 +20,20 @@ CHAR_HEAD = 6000
 CHAR_TAIL = 3000
 
 
+THREADS_ENV = "SEAWALL_NUM_THREADS"
+
+
+def thread_count(num_threads: int | None) -> int | None:
+    """The CPU threads to use: $SEAWALL_NUM_THREADS when set (a shared machine or a test run), else `num_threads`."""
+    override = os.environ.get(THREADS_ENV, "").strip()
+    return int(override) if override.isdigit() and int(override) > 0 else num_threads
+
+
 def setup_torch(num_threads: int | None) -> None:
     """Cap torch's CPU threads (the machines are shared) — once, before any work."""
     import torch
 
+    num_threads = thread_count(num_threads)
     if num_threads and torch.get_num_threads() != num_threads:
         torch.set_num_threads(num_threads)
 
@@ -71,11 +82,33 @@ def head_tail(ids: list[int], budget: int, head_fraction: float) -> list[int]:
     return ids[:head] + (ids[len(ids) - tail :] if tail else [])
 
 
-def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
-    """Index batches of similar length (longest first), so dynamic padding wastes little compute."""
+PAD_SLACK_FRACTION = 0.2
+PAD_SLACK_TOKENS = 8
+
+
+def length_sorted_batches(
+    lengths: Sequence[int], batch_size: int, split_gaps: bool = False
+) -> Iterator[np.ndarray]:
+    """Index batches of similar length (longest first), so dynamic padding wastes little compute.
+
+    With `split_gaps`, a batch is also closed early when the next sequence is shorter than its longest one by more
+    than max(PAD_SLACK_TOKENS, PAD_SLACK_FRACTION·width). That pays off only where a call is cheap (ONNX Runtime):
+    PyTorch eager on an oversubscribed CPU pays a large per-call cost, and measured 3× slower with it at batch 32.
+    """
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    batch: list[int] = []
+    width = 0
+    for index in order:
+        length = int(lengths[index])
+        gap = split_gaps and width - length > max(PAD_SLACK_TOKENS, PAD_SLACK_FRACTION * width)
+        if batch and (len(batch) >= batch_size or gap):
+            yield np.asarray(batch)
+            batch = []
+        if not batch:
+            width = length
+        batch.append(int(index))
+    if batch:
+        yield np.asarray(batch)
 
 
 def bucketed_train_batches(

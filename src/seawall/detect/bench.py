@@ -5,7 +5,11 @@ distribution is the real one (many short and empty responses, some long ones). F
 - naive: `transformers.pipeline("text-classification")` with padding="max_length" (every input padded to the
   detector's max_length), truncation on, default thread settings apart from the shared 2-thread cap;
 - fast: the detector's own scoring (length-sorted batches, dynamic padding, torch.inference_mode);
-- fast-int8: the same with dynamic int8 quantization of the linear layers.
+- fast-int8: the same with dynamic int8 quantization of the linear layers;
+- onnx: the same batches scored by ONNX Runtime (in-memory export, all graph optimizations, same thread count);
+- onnx-int8: ONNX Runtime with only the feed-forward MatMuls in int8 (per-channel), attention in fp32.
+The fast paths split a batch further where lengths differ by more than 20% (see `length_sorted_batches`): the naive
+pipeline gets the same chunks of 1 or 32 rows but pads them to max_length, as a plain pipeline call does.
 Latency is per call (one batch); throughput is responses / total seconds. The variants are interleaved chunk by
 chunk, so background load affects them alike. Decision agreement is measured against
 the fp32 fast path at the detector's stored threshold (the fp32 path is the reference the threshold was set on).
@@ -21,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from seawall.detect._torch import setup_torch
 from seawall.errors import SeawallError
 from seawall.io import atomic_write_json
 
@@ -38,7 +43,12 @@ def _stats(latencies: list[float], n: int) -> dict[str, float]:
 
 
 def run_bench(
-    model_dir: str, n: int = 256, quantize: bool = True, data_dir: str | None = None, out: Path | None = None
+    model_dir: str,
+    n: int = 256,
+    quantize: bool = True,
+    data_dir: str | None = None,
+    out: Path | None = None,
+    onnx: bool = True,
 ) -> dict[str, Any]:
     """Measure naive vs fast (and int8) scoring; returns the result and writes it as JSON to `out`."""
     import torch
@@ -52,7 +62,7 @@ def run_bench(
         raise SeawallError(
             f"bench measures the encoder backend; {model_dir} is a {detector.backend!r} detector"
         )
-    torch.set_num_threads(detector.num_threads or 2)
+    setup_torch(detector.num_threads or 2)
     records = load("securebreak", data_dir=data_dir).records
     rng = np.random.default_rng(0)
     picked = [records[i] for i in rng.choice(len(records), size=min(n, len(records)), replace=False)]
@@ -94,16 +104,22 @@ def run_bench(
     naive(pairs[:4], 4)
     ref_decisions = _decide(detector, reference)
     fast = lambda c: detector.raw_score(c).tolist()  # noqa: E731
-    quantized = copy.copy(detector)
-    quantized.set_params(quantize=True)
-    quantized._fast_model = None
-    quantized.raw_score(pairs[:2])  # build the int8 copy outside the timing
-    fast_int8 = lambda c: quantized.raw_score(c).tolist()  # noqa: E731
+    extra: dict[str, Any] = {}
+    settings = [("fast-int8", "torch", True)] if quantize else []
+    if onnx:
+        settings += [("onnx", "onnx", False)] + ([("onnx-int8", "onnx", True)] if quantize else [])
+    for name, runtime, int8 in settings:
+        variant = copy.copy(detector)
+        variant.set_params(runtime=runtime, quantize=int8)
+        variant.raw_score(pairs[:2])  # build the quantized copy / ONNX session outside the timing
+        extra[name] = lambda c, v=variant: v.raw_score(c).tolist()
     for batch_size in BATCH_SIZES:
         chunks = [pairs[i : i + batch_size] for i in range(0, len(pairs), batch_size)]
-        variants: dict[str, Any] = {"naive-pipeline": lambda c, b=batch_size: naive(c, b), "fast": fast}
-        if quantize:
-            variants["fast-int8"] = fast_int8
+        variants: dict[str, Any] = {
+            "naive-pipeline": lambda c, b=batch_size: naive(c, b),
+            "fast": fast,
+            **extra,
+        }
         # Interleaved: every chunk is scored by every variant in turn, so load from other processes on a shared
         # machine hits all variants alike instead of whichever happened to run during a busy minute.
         scores: dict[str, list[float]] = {name: [] for name in variants}

@@ -9,6 +9,8 @@ from typing import Any, BinaryIO, TextIO
 
 import typer
 
+from seawall.errors import SeawallError
+
 app = typer.Typer(
     help="Harmful-response detectors: train, eval, predict, bench, report.", no_args_is_help=True
 )
@@ -99,6 +101,14 @@ def evaluate(
         )
 
 
+RUNTIMES = {
+    "torch": ("torch", False),
+    "torch-int8": ("torch", True),
+    "onnx": ("onnx", False),
+    "onnx-int8": ("onnx", True),
+}
+
+
 @app.command()
 def predict(
     model: str = typer.Option(..., "--model", "-m", help="A saved detector folder."),
@@ -106,12 +116,23 @@ def predict(
         64, "--batch-size", help="Rows scored together (memory stays bounded by it)."
     ),
     operating_point: str | None = typer.Option(None, "--operating-point"),
+    runtime: str | None = typer.Option(
+        None, "--runtime", help="Encoder only: torch (default), onnx, onnx-int8 or torch-int8 (see bench)."
+    ),
 ) -> None:
     """Score JSONL from stdin to stdout: {"prompt", "response"} in, {"line", "p_unsafe", "unsafe", …} out."""
     from seawall.detect.base import load_detector
 
     _quiet_transformers()
     detector = load_detector(model)
+    if runtime:
+        if detector.backend != "encoder" or runtime not in RUNTIMES:
+            raise SeawallError(
+                f"--runtime {runtime!r} needs an encoder detector and one of {', '.join(RUNTIMES)}; "
+                f"{model} is a {detector.backend!r} detector"
+            )
+        engine, int8 = RUNTIMES[runtime]
+        detector.set_params(runtime=engine, quantize=int8)
     if operating_point:
         detector.set_operating_point(operating_point)
     counts = stream_predict(detector, sys.stdin.buffer, sys.stdout, batch_size)
@@ -174,13 +195,16 @@ def bench(
     n: int = typer.Option(256, "--n", help="Responses sampled from SecureBreak (real length distribution)."),
     out: str = typer.Option("docs/results/detector/bench.json", "--out", "-o", help="JSON result file."),
     quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="Also measure dynamic int8."),
+    onnx: bool = typer.Option(
+        True, "--onnx/--no-onnx", help="Also measure ONNX Runtime (needs seawall[fast])."
+    ),
     data_dir: str | None = typer.Option(None, "--data-dir"),
 ) -> None:
     """Throughput and p50/p95 latency at batch 1 and 32: fast path vs a naive padded pipeline, same run."""
     from seawall.detect.bench import print_bench, run_bench
 
     _quiet_transformers()
-    result = run_bench(model, n=n, quantize=quantize, data_dir=data_dir, out=Path(out))
+    result = run_bench(model, n=n, quantize=quantize, data_dir=data_dir, out=Path(out), onnx=onnx)
     print_bench(result)
 
 

@@ -27,8 +27,8 @@ DEMO_PARAMS: dict[str, Any] = {
 }
 
 
-def demo_config(output: str, max_steps: int | None = None) -> TrainConfig:
-    """The demo's run config (also a template for your own)."""
+def demo_config(output: str, max_steps: int | None = None, max_rows: int | None = None) -> TrainConfig:
+    """The demo's run config (also a template for your own); `max_rows` caps dev and eval rows (smoke runs)."""
     params = dict(DEMO_PARAMS)
     if max_steps:
         params["max_steps"] = max_steps
@@ -36,21 +36,33 @@ def demo_config(output: str, max_steps: int | None = None) -> TrainConfig:
         name="demo",
         backend="encoder",
         params=params,
-        data=DataMix(sets=["securebreak"], benign_compliant=300, harmful_refusals=100),
+        data=DataMix(
+            sets=["securebreak"],
+            benign_compliant=300,
+            harmful_refusals=100,
+            max_dev_rows={"securebreak": max_rows} if max_rows else {},
+        ),
         output=output,
         eval_sets=["securebreak:test", "alpaca:test"],
         n_boot=200,
+        eval_max_rows=max_rows,
         overwrite=True,
     )
 
 
-def run(data_dir: str | None = None, output: str | None = None, max_steps: int | None = None) -> dict:
+def run(
+    data_dir: str | None = None,
+    output: str | None = None,
+    max_steps: int | None = None,
+    max_rows: int | None = None,
+) -> dict:
     """Train, calibrate, save and evaluate the default detector; print the per-category table; return the summary.
 
     By default the detector is saved where the guard and the evaluation harness look for it.
     """
+    from rich import box
     from rich.console import Console
-    from rich.table import Column, Table
+    from rich.table import Table
 
     from seawall.detect import default_detector_path
     from seawall.models import resolve_model
@@ -61,7 +73,7 @@ def run(data_dir: str | None = None, output: str | None = None, max_steps: int |
     console.rule("detector: provisioning all-MiniLM-L6-v2")
     console.print(f"base model at {resolve_model(DEMO_PARAMS['base_model'])}")
     console.rule("detector: training on SecureBreak + safe counter-examples")
-    summary = run_training(demo_config(output, max_steps), data_dir)
+    summary = run_training(demo_config(output, max_steps, max_rows), data_dir)
     sb = summary["eval"]["securebreak:test"]
     m, ci = sb["metrics"], sb["ci95"]
     console.print(
@@ -77,19 +89,13 @@ def run(data_dir: str | None = None, output: str | None = None, max_steps: int |
     console.print(
         f"held-out benign Alpaca answers flagged unsafe: {benign['flag_rate']:.1%} (lower is better)"
     )
-    # Category names must stay whole in an 80-column terminal: they are the point of the table.
-    table = Table(
-        Column("category", overflow="fold", min_width=26),
-        "n",
-        "unsafe",
-        "acc.",
-        "prec.",
-        "recall",
-        "F1",
-        "AUROC",
-        title="per category (SecureBreak test)",
-    )
-    for row in sb["per_category"] or []:
+    rows = sb["per_category"] or []
+    # A light box and short headers so the whole table, category names included, fits an 80-column terminal.
+    table = Table(title="per category", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    table.add_column("category", no_wrap=True)
+    for header in ("n", "unsafe", "acc.", "prec.", "recall", "F1", "AUROC"):
+        table.add_column(header, no_wrap=True, justify="right")
+    for row in rows:
         table.add_row(
             row["category"],
             str(row["n"]),

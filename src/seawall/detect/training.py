@@ -67,13 +67,14 @@ def predict_logits(
     pad_id: int,
     batch_size: int,
     desc: str | None = None,
+    split_gaps: bool = False,
 ) -> np.ndarray:
     """Logits (n, 2) in input order, computed in length-sorted batches with dynamic padding."""
     import torch
     from tqdm.auto import tqdm
 
     out = np.zeros((len(data), 2), dtype=np.float64)
-    batches = list(length_sorted_batches([len(s) for s in data.ids], batch_size))
+    batches = list(length_sorted_batches([len(s) for s in data.ids], batch_size, split_gaps))
     with torch.inference_mode():
         for index in tqdm(batches, desc=desc, disable=desc is None, leave=False):
             out[index] = forward(data.batch(index, pad_id)).float().numpy()
