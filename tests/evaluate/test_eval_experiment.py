@@ -4,7 +4,7 @@ import pytest
 
 from seawall.detect import is_refusal
 from seawall.errors import SeawallError
-from seawall.evaluate.experiment import Experiment, ExperimentConfig, load_config
+from seawall.evaluate.experiment import Experiment, ExperimentConfig, MethodSpec, load_config
 from seawall.evaluate.report import write_report
 
 TRAIN = {"batch_size": 4, "grad_accum": 1, "max_length": 96, "learning_rate": 5e-3}
@@ -109,8 +109,16 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
         generator_factory=lambda *a: calls.append(a),
         log=lambda s: None,
     ).run()
-    assert again["rows"] == rows and calls == []
+    assert again["rows"] == rows and calls == [] and again["complete"] is True
     assert (tmp_path / "run" / "generations.sqlite").stat().st_mtime_ns == before
+
+    # A run that stops midway leaves results.json with every row measured so far, marked partial.
+    broken = config.model_copy(update={"methods": (*config.methods, MethodSpec(name="no-such-method"))})
+    with pytest.raises(SeawallError):
+        Experiment(broken, load=load, split=split, is_refusal=is_refusal, log=lambda s: None).run()
+    partial = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert partial["complete"] is False and partial["rows"] == rows
+    assert "**Partial run**" in write_report(tmp_path / "run").read_text()
 
 
 def test_run_refuses_to_start_when_training_prompts_overlap_evaluation(tiny_model, tiny_data, tmp_path):

@@ -278,19 +278,35 @@ class Experiment:
         atomic_write_json(out / "result.json", result)
         return result
 
+    def _write_results(self, rows: list[dict], complete: bool) -> dict:
+        results = {
+            "name": self.config.name,
+            "config": self.config.model_dump(mode="json"),
+            "complete": complete,
+            "rows": rows,
+        }
+        atomic_write_json(self.root / "results.json", results)
+        return results
+
     def run(self) -> dict:
-        """Every step in order; returns (and writes) results.json."""
+        """Every step in order; returns (and writes) results.json.
+
+        results.json is rewritten after every measured model (`complete: false` until the end), so an interrupted
+        run still has a report of what finished.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.root / "config.json", self.config.model_dump(mode="json"))
         base = recipes.resolve_model_dir(self.config.model)
         rows: list[dict] = []
-        reference = {
-            "original": self.measure_model("original", base, self.tasks),
-            "aligned": self.measure_model("aligned", self.aligned(), self.tasks),
-            "degraded": self.measure_model("degraded", self.degraded(), self.tasks),
-        }
-        for label, result in reference.items():
-            rows.append(_row(result, model=label))
+        reference: dict[str, dict] = {}
+        for label, model_dir in (
+            ("original", lambda: base),
+            ("aligned", self.aligned),
+            ("degraded", self.degraded),
+        ):
+            reference[label] = self.measure_model(label, model_dir(), self.tasks)
+            rows.append(_row(reference[label], model=label))
+            self._write_results(rows, complete=False)
         aligned_hrr = {j: v["hrr"]["rate"] for j, v in reference["aligned"]["safety"]["judges"].items()}
         for task in self.tasks:
             for share in self.config.customize.harmful_shares:
@@ -308,9 +324,8 @@ class Experiment:
                         if undefended:
                             row[f"recovery_{judge}"] = recovery(undefended[judge], row[f"hrr_{judge}"], hrr_a)
                     rows.append(row)
-        results = {"name": self.config.name, "config": self.config.model_dump(mode="json"), "rows": rows}
-        atomic_write_json(self.root / "results.json", results)
-        return results
+                    self._write_results(rows, complete=False)
+        return self._write_results(rows, complete=True)
 
 
 def _row(result: dict, **keys: Any) -> dict:

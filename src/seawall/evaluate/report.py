@@ -46,6 +46,15 @@ def markdown(results: dict, images: dict[str, str]) -> str:
         "HRR = harmful-response rate on held-out harmful prompts; over-refusal = refusals on benign prompts;",
         "recovery = (HRR_T − HRR_T′) / (HRR_T − HRR_A).",
         "",
+        *(
+            []
+            if results.get("complete", True)
+            else [
+                "**Partial run**: the experiment was interrupted; only the rows below finished "
+                "(`seawall eval run` resumes it).",
+                "",
+            ]
+        ),
         "## Reference models",
         "",
         "| " + " | ".join(head) + " |",
