@@ -60,3 +60,18 @@ def test_changed_weights_change_the_fingerprint_and_invalidate(tmp_path, tiny_mo
     assert after != before
     assert cache.generate(new, [conv("a")], after, DECODING) == ["new:a"]
     assert cache.generate(new, [conv("a")], before, DECODING) == ["old:a"]
+
+
+def test_same_weights_in_another_folder_share_the_fingerprint(tmp_path, tiny_model):
+    import json
+    import shutil
+
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(tiny_model, copy)
+    # The models cache writes a completion marker beside the weights; it must not split the generation cache.
+    (copy / "seawall-model.json").write_text(json.dumps({"complete": True, "path": str(copy)}))
+    assert model_fingerprint(copy) == model_fingerprint(tiny_model)
+    tokenizer_config = copy / "tokenizer_config.json"
+    if tokenizer_config.exists():
+        tokenizer_config.write_text(tokenizer_config.read_text().replace("{", '{"model_max_length": 7, ', 1))
+        assert model_fingerprint(copy) != model_fingerprint(tiny_model)

@@ -32,7 +32,14 @@ def model_fingerprint(model_dir: str | os.PathLike) -> str:
     files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
     stamp = (str(root.resolve()), *((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files))
     if stamp not in _FINGERPRINTS:
-        digest = hashlib.sha256(json.dumps(fingerprint(root)["files"], sort_keys=True).encode())
+        # Only what changes generations: bookkeeping files such as the models cache's completion marker would
+        # otherwise give the same weights different keys depending on where they were loaded from.
+        weights = {
+            name: sha
+            for name, sha in fingerprint(root)["files"].items()
+            if name.endswith(".safetensors") or name == "config.json"
+        }
+        digest = hashlib.sha256(json.dumps(weights, sort_keys=True).encode())
         for path in files:
             if path.name in _TEXT_FILES:
                 digest.update(path.name.encode() + path.read_bytes())
