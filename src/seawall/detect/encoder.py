@@ -36,7 +36,14 @@ from seawall.detect._torch import (
     thread_count,
 )
 from seawall.detect.base import DETECTORS, Detector, Pair
-from seawall.detect.training import PROGRESS_MIN_ROWS, Encoded, TrainSettings, predict_logits, train
+from seawall.detect.training import (
+    PROGRESS_MIN_ROWS,
+    Encoded,
+    TrainSettings,
+    encode_dev,
+    predict_logits,
+    train,
+)
 from seawall.errors import ModelError
 
 MODEL_DIR = "model"
@@ -175,22 +182,8 @@ class EncoderDetector(Detector):
         self.base_fingerprint_ = _fingerprint(path)
         if self.freeze_layers:
             _freeze_lower(self.model_, self.freeze_layers)
-        settings = TrainSettings(
-            lr=self.lr,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            weight_decay=self.weight_decay,
-            warmup_ratio=self.warmup_ratio,
-            class_weight=self.class_weight,
-            patience=self.patience,
-            eval_every=self.eval_every,
-            seed=self.seed,
-            checkpoint_dir=self.checkpoint_dir,
-            max_steps=self.max_steps,
-        )
-        dev_enc = (
-            (self.encode(dev[0]), dev[1]) if dev is not None and len(set(dev[1].tolist())) == 2 else None
-        )
+        settings = TrainSettings.from_detector(self)
+        dev_enc = encode_dev(self.encode, dev)
         self.history_ = train(
             self.model_,
             self._forward(self.model_),

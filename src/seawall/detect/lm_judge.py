@@ -23,7 +23,14 @@ import numpy as np
 
 from seawall.detect._torch import clip_chars, head_tail, resolve_model_path, seed_everything, setup_torch
 from seawall.detect.base import DETECTORS, Detector, Pair
-from seawall.detect.training import PROGRESS_MIN_ROWS, Encoded, TrainSettings, predict_logits, train
+from seawall.detect.training import (
+    PROGRESS_MIN_ROWS,
+    Encoded,
+    TrainSettings,
+    encode_dev,
+    predict_logits,
+    train,
+)
 from seawall.errors import ModelError
 
 ADAPTER_DIR = "adapter"
@@ -199,22 +206,8 @@ class LMJudgeDetector(Detector):
             task_type="CAUSAL_LM",
         )
         self.model_ = get_peft_model(self.model_, lora)
-        settings = TrainSettings(
-            lr=self.lr,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            weight_decay=self.weight_decay,
-            warmup_ratio=self.warmup_ratio,
-            class_weight=self.class_weight,
-            patience=self.patience,
-            eval_every=self.eval_every,
-            seed=self.seed,
-            checkpoint_dir=self.checkpoint_dir,
-            max_steps=self.max_steps,
-        )
-        dev_enc = (
-            (self.encode(dev[0]), dev[1]) if dev is not None and len(set(dev[1].tolist())) == 2 else None
-        )
+        settings = TrainSettings.from_detector(self)
+        dev_enc = encode_dev(self.encode, dev)
         history = train(
             self.model_,
             self._forward(self.model_),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,18 @@ class TrainSettings:
     checkpoint_dir: str | None
     max_steps: int | None = None
     grad_clip: float = 1.0
+
+    @classmethod
+    def from_detector(cls, detector: Any) -> TrainSettings:
+        """The settings named by a torch backend's hyper-parameters (the same names on every backend)."""
+        return cls(**{f.name: getattr(detector, f.name) for f in fields(cls) if f.name != "grad_clip"})
+
+
+def encode_dev(encode: Callable[[Any], Encoded], dev: tuple[Any, Any] | None) -> tuple[Encoded, Any] | None:
+    """Encode the dev split for early stopping; None when it is missing or has one class (AUROC is undefined)."""
+    if dev is None or len(set(dev[1].tolist())) != 2:
+        return None
+    return encode(dev[0]), dev[1]
 
 
 def predict_logits(
