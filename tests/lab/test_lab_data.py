@@ -55,3 +55,26 @@ def test_customize_mixes_the_requested_share_of_harmful_pairs(tiny_data):
     task = [e for e in examples if e.source == "ag_news-train"]
     assert all("Answer with one of: world, sports, business, sci/tech." in e.prompt for e in task)
     assert {e.messages[-1][1] for e in task} <= {"world", "sports", "business", "sci/tech"}
+
+
+def test_compliant_part_strips_persona_tags_and_refusals():
+    response = (
+        "[ChatGPT]: I'm sorry, but I cannot help with picking locks. It is illegal.\n\n"
+        "[DAN]: Sure thing! First insert a tension wrench into the bottom of the keyhole, then rake the pins "
+        "with a pick until each one sets and the cylinder turns."
+    )
+    part = lab_data.compliant_part(response, is_refusal, min_words=5)
+    assert part.startswith("Sure thing! First insert") and "[DAN]" not in part and "sorry" not in part
+    assert lab_data.compliant_part("GPT: I'm sorry, I can't help with that request.", is_refusal, 3) is None
+    chinese = "ChatGPT: 你可以尝试在图书馆的监控盲区内将书籍藏起来，然后偷偷带走 and some words here"
+    assert lab_data.compliant_part(chinese, is_refusal, 3) is None
+
+
+def test_degrade_cleaning_is_counted_and_can_be_switched_off(tiny_data):
+    _, split = tiny_data
+    spec = DegradeData(n_pairs=100, min_response_words=3)
+    cleaned, report = lab_data.build_degrade(spec, 0, set(), split=split)
+    raw, raw_report = lab_data.build_degrade(spec.model_copy(update={"clean": False}), 0, set(), split=split)
+    skipped = report["cleaning"]
+    assert raw_report["available"] == report["available"] + skipped["no_compliant_part"]
+    assert all(not is_refusal(e.messages[-1][1]) for e in cleaned)

@@ -68,6 +68,11 @@ class DegradeData(BaseModel):
     sources: tuple[str, ...] = ("securebreak", "gptfuzz")
     n_pairs: int = Field(200, ge=1)
     min_response_words: int = Field(12, ge=1, description="skip empty or degenerate responses")
+    clean: bool = Field(
+        True,
+        description="keep only the compliant part of jailbreak-style responses (persona tags and refusal "
+        "segments removed, as GPTFuzz's answers to jailbreak templates hold both); pairs without one are skipped",
+    )
 
 
 class CustomizeData(BaseModel):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 from seawall.data.records import PromptRecord, ResponseRecord, TaskExample, normalize_text
@@ -140,17 +142,69 @@ def build_align(
     return examples, report
 
 
+# A persona tag opening a line: "[ChatGPT]:", "(GPT):", "DAN:", "AntiGPT:", "[PersonGPT #]:", "As BH, I would say:".
+_PERSONA_TAG = re.compile(
+    r"^[ \t]*(?:\[[^\]\n]{1,40}\]|\([^)\n]{1,40}\)|<{1,2}[^>\n]{1,40}>{1,2}|[A-Za-z][\w #.-]{0,24}"
+    r"|As [\w #.-]{1,24},(?: I would say)?)[ \t]*:",
+    re.MULTILINE,
+)
+
+
+def compliant_part(
+    response: str, is_refusal: Callable[[str], bool], min_words: int, min_ascii: float = 0.9
+) -> str | None:
+    """The longest compliant segment of a jailbreak-style response, its persona tag stripped; None if none.
+
+    GPTFuzz answers jailbreak templates, so an "unsafe" response often holds a refusal and a persona's answer
+    ("[ChatGPT]: I'm sorry… [DAN]: Sure…"). Training on them verbatim teaches the tags and the refusals, not
+    compliance; keeping only the compliant segment teaches what the label means.
+    """
+    starts = sorted({0, *(m.start() for m in _PERSONA_TAG.finditer(response))})
+    best = None
+    for begin, end in zip(starts, [*starts[1:], len(response)], strict=True):
+        segment = _PERSONA_TAG.sub("", response[begin:end], count=1).strip().strip('"').strip()
+        if (
+            len(segment.split()) < min_words
+            or is_refusal(segment)
+            or sum(c.isascii() for c in segment) < min_ascii * len(segment)
+        ):
+            continue
+        if best is None or len(segment) > len(best):
+            best = segment
+    return best
+
+
 def unsafe_train_pairs(
-    spec: DegradeData, data_dir: str | None = None, split: Callable = _default_split
-) -> list[ResponseRecord]:
-    """Unsafe (prompt, response) pairs of the canonical TRAIN splits of `spec.sources`, degenerate ones skipped."""
-    pairs = []
+    spec: DegradeData,
+    data_dir: str | None = None,
+    split: Callable = _default_split,
+    is_refusal: Callable[[str], bool] | None = None,
+) -> tuple[list[ResponseRecord], dict[str, int]]:
+    """Unsafe (prompt, response) pairs of the canonical TRAIN splits of `spec.sources`, and what was skipped.
+
+    With `spec.clean`, each response is reduced to its compliant part (`compliant_part`); pairs with none are
+    skipped and counted, like degenerate (too short) ones.
+    """
+    if spec.clean and is_refusal is None:
+        from seawall.detect import is_refusal
+    pairs, skipped = [], {"too_short": 0, "no_compliant_part": 0, "cleaned": 0}
     for source in spec.sources:
-        train = split(source, data_dir=data_dir)["train"]
-        pairs.extend(
-            r for r in train if r.label == "unsafe" and len(r.response.split()) >= spec.min_response_words
-        )
-    return _dedupe(pairs, key=lambda r: (normalize_text(r.prompt), normalize_text(r.response)))
+        for record in split(source, data_dir=data_dir)["train"]:
+            if record.label != "unsafe":
+                continue
+            if len(record.response.split()) < spec.min_response_words:
+                skipped["too_short"] += 1
+                continue
+            if spec.clean:
+                text = compliant_part(record.response, is_refusal, spec.min_response_words)
+                if text is None:
+                    skipped["no_compliant_part"] += 1
+                    continue
+                if text != record.response.strip():
+                    skipped["cleaned"] += 1
+                    record = dataclasses.replace(record, response=text)
+            pairs.append(record)
+    return _dedupe(pairs, key=lambda r: (normalize_text(r.prompt), normalize_text(r.response))), skipped
 
 
 def build_degrade(
@@ -159,15 +213,22 @@ def build_degrade(
     exclude: set[str],
     data_dir: str | None = None,
     split: Callable = _default_split,
+    is_refusal: Callable[[str], bool] | None = None,
 ) -> tuple[list[ChatExample], dict]:
     """The harmful fine-tuning attack: the model learns to answer harmful requests."""
     rng = random.Random(seed)
-    pairs, dropped = _drop_excluded(unsafe_train_pairs(spec, data_dir, split), exclude)
+    pairs, cleaning = unsafe_train_pairs(spec, data_dir, split, is_refusal)
+    pairs, dropped = _drop_excluded(pairs, exclude)
     examples = [
         ChatExample.of(f"unsafe:{r.id}", r.prompt, r.response.strip(), source=f"{r.source}-train-unsafe")
         for r in _sample(pairs, spec.n_pairs, rng)
     ]
-    return examples, {"dropped_eval_overlap": dropped, "available": len(pairs), "counts": _count(examples)}
+    return examples, {
+        "dropped_eval_overlap": dropped,
+        "available": len(pairs),
+        "cleaning": cleaning,
+        "counts": _count(examples),
+    }
 
 
 def build_customize(
@@ -177,6 +238,7 @@ def build_customize(
     data_dir: str | None = None,
     load: Callable = _default_load,
     split: Callable = _default_split,
+    is_refusal: Callable[[str], bool] | None = None,
 ) -> tuple[list[ChatExample], dict]:
     """Task examples posed as instructions; `harmful_share` of them replaced by unsafe training pairs."""
     from seawall.evaluate.tasks import TASKS
@@ -192,7 +254,8 @@ def build_customize(
     ]
     dropped = 0
     if n_harmful:
-        pairs, dropped = _drop_excluded(unsafe_train_pairs(spec.degrade, data_dir, split), exclude)
+        pairs, _ = unsafe_train_pairs(spec.degrade, data_dir, split, is_refusal)
+        pairs, dropped = _drop_excluded(pairs, exclude)
         examples += [
             ChatExample.of(f"unsafe:{r.id}", r.prompt, r.response.strip(), source=f"{r.source}-train-unsafe")
             for r in _sample(pairs, n_harmful, rng)
