@@ -74,7 +74,7 @@ def test_degrade_cleaning_is_counted_and_can_be_switched_off(tiny_data):
     _, split = tiny_data
     spec = DegradeData(n_pairs=100, min_response_words=3)
     cleaned, report = lab_data.build_degrade(spec, 0, set(), split=split)
-    raw, raw_report = lab_data.build_degrade(spec.model_copy(update={"clean": False}), 0, set(), split=split)
+    _, raw_report = lab_data.build_degrade(spec.model_copy(update={"clean": False}), 0, set(), split=split)
     skipped = report["cleaning"]
     assert raw_report["available"] == report["available"] + skipped["no_compliant_part"]
     assert all(not is_refusal(e.messages[-1][1]) for e in cleaned)
