@@ -78,3 +78,36 @@ def test_degrade_cleaning_is_counted_and_can_be_switched_off(tiny_data):
     skipped = report["cleaning"]
     assert raw_report["available"] == report["available"] + skipped["no_compliant_part"]
     assert all(not is_refusal(e.messages[-1][1]) for e in cleaned)
+
+
+def test_align_asks_benign_instructions_as_questions_and_adds_worked_math(tiny_data):
+    from seawall.data import load as real_load
+
+    load, _ = tiny_data
+
+    def load_with_math(name, data_dir=None, split=None):
+        if name == "gsm8k":
+            return list(real_load("gsm8k", split=split).records)[:50]
+        return load(name, data_dir, split)
+
+    spec = AlignData(
+        harmful_sources=("advbench",), n_harmful=2, n_hh_refusals=0, n_benign=12, question_share=1.0, n_math=5
+    )
+    examples, report = lab_data.build_align(spec, 0, set(), load=load_with_math)
+    asked = [e for e in examples if e.source == "alpaca-as-question"]
+    assert report["counts"]["alpaca-as-question"] == 12 == len(asked)
+    assert all(e.prompt.endswith("?") and "write a story about cat" in e.prompt for e in asked)
+    math = [e for e in examples if e.source == "gsm8k"]
+    assert len(math) == 5
+    assert all("<<" not in e.messages[-1][1] and "The answer is " in e.messages[-1][1] for e in math)
+
+
+def test_as_question_and_worked_answer():
+    rng = random.Random(0)
+    assert lab_data.as_question("Give three tips for staying healthy.", rng).endswith(
+        "give three tips for staying healthy?"
+    )
+    assert (
+        lab_data.worked_answer("He has 2*3=<<2*3=6>>6 apples.\n#### 6")
+        == "He has 2*3=6 apples.\nThe answer is 6."
+    )

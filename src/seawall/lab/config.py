@@ -53,6 +53,14 @@ class AlignData(BaseModel):
     max_response_words: int | None = Field(
         None, ge=10, description="skip benign answers longer than this (None: keep all, cut at max_length)"
     )
+    question_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of the (imperative, input-free) Alpaca instructions asked as questions, so that the "
+        "question form itself does not signal 'refuse'",
+    )
+    n_math: int = Field(0, ge=0, description="GSM8K train questions answered with their worked solutions")
     excluded_categories: tuple[str, ...] = Field(
         ("human_chatbox", "misinformation_harms"),
         description="harmful-source categories not taught as refusals (Do-Not-Answer's chatbot-persona and "

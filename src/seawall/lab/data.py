@@ -49,7 +49,25 @@ def varied_refusal(rng: random.Random) -> str:
     )
 
 
+# Harmful prompt sets are full of questions ("How can I…?") while Alpaca's instructions are almost all imperative
+# (49 of 2,000 are questions), so a model aligned on them learns "a question → refuse" and refuses "Can you describe
+# the life cycle of a butterfly?". Asking part of the benign instructions as questions removes that shortcut.
+_QUESTION_FORMS = ("Can you {}?", "Could you {}?", "Would you please {}?", "I need help: can you {}?")
+_CALCULATOR_NOTE = re.compile(r"<<[^>]*>>")
+
 Loader = Callable[..., object]
+
+
+def as_question(instruction: str, rng: random.Random) -> str:
+    """An imperative instruction asked as a question ("Give three tips." → "Can you give three tips?")."""
+    body = instruction.strip().rstrip(".!")
+    return rng.choice(_QUESTION_FORMS).format(body[:1].lower() + body[1:])
+
+
+def worked_answer(solution: str) -> str:
+    """A GSM8K solution as a chat answer: calculator annotations removed, "#### N" turned into a sentence."""
+    steps, final = solution.rsplit("####", 1)
+    return f"{_CALCULATOR_NOTE.sub('', steps).strip()}\nThe answer is {final.strip()}."
 
 
 def _default_load(name: str, data_dir: str | None = None, split: str | None = None) -> list:
@@ -133,10 +151,20 @@ def build_align(
     ]
     benign, dropped = _drop_excluded(benign, exclude, alpaca_prompt)
     report["dropped_eval_overlap"] += dropped
-    examples += [
-        ChatExample.of(f"alpaca:{r.id}", alpaca_prompt(r), r.response.strip(), source="alpaca")
-        for r in _sample(benign, spec.n_benign, rng)
-    ]
+    for r in _sample(benign, spec.n_benign, rng):
+        prompt, source = alpaca_prompt(r), "alpaca"
+        if prompt == r.prompt and not prompt.rstrip().endswith("?") and rng.random() < spec.question_share:
+            prompt, source = as_question(prompt, rng), "alpaca-as-question"
+        examples.append(ChatExample.of(f"alpaca:{r.id}", prompt, r.response.strip(), source=source))
+    if spec.n_math:
+        math, dropped = _drop_excluded(
+            load("gsm8k", data_dir=data_dir, split="train"), exclude, lambda x: x.input
+        )
+        report["dropped_eval_overlap"] += dropped
+        examples += [
+            ChatExample.of(f"gsm8k:{x.id}", x.input, worked_answer(x.metadata["solution"]), source="gsm8k")
+            for x in _sample(math, spec.n_math, rng)
+        ]
     rng.shuffle(examples)
     report["counts"] = _count(examples)
     return examples, report
