@@ -81,8 +81,8 @@ def test_encoder_resumes_from_checkpoint(tmp_path, sb_split, tiny_bert_dir, monk
     ckpt = tmp_path / "ckpt"
     original = training.save_checkpoint
 
-    def save_then_crash(folder, model, optimizer, meta):
-        original(folder, model, optimizer, meta)
+    def save_then_crash(folder, model, optimizer, meta, **kwargs):
+        original(folder, model, optimizer, meta, **kwargs)
         if meta["step"] == 2:
             raise KeyboardInterrupt("simulated kill after step 2")
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from seawall.errors import ModelError
-from seawall.io import atomic_dir, atomic_write_json
+from seawall.io import atomic_dir, atomic_write_bytes, atomic_write_json
 
 # Characters kept from each end of a text before tokenising: bounds the cost of a 100,000-character response while
 # leaving far more than max_length tokens for the token-level head/tail cut below.
@@ -158,11 +158,24 @@ def class_weights(y: np.ndarray, mode: str | None) -> np.ndarray:
 
 
 # ---- resumable checkpoints (safetensors + JSON; written atomically) ----------------------------------------------
-def save_checkpoint(folder: Path, model: Any, optimizer: Any, meta: dict[str, Any]) -> None:
-    """Write model, optimizer and RNG state to folder/step-N atomically, then point folder/latest.json at it."""
-    import torch
-    from safetensors.torch import save_file
+def _best_path(folder: Path, step: int) -> Path:
+    return folder / f"best-step-{step}.safetensors"
 
+
+def save_checkpoint(
+    folder: Path, model: Any, optimizer: Any, meta: dict[str, Any], best: dict[str, Any] | None = None
+) -> None:
+    """Write model, optimizer and RNG state to folder/step-N atomically, then point folder/latest.json at it.
+
+    `best` (the trainable weights of the best evaluation, found at meta["best_step"]) is written first, atomically,
+    to folder/best-step-N.safetensors, so a checkpoint never names a best-weights file that is not complete.
+    """
+    import torch
+    from safetensors.torch import save, save_file
+
+    if best is not None:
+        tensors = {n: t.detach().contiguous() for n, t in best.items()}
+        atomic_write_bytes(_best_path(folder, meta["best_step"]), save(tensors))
     target = folder / f"step-{meta['step']}"
     with atomic_dir(target, overwrite=True) as tmp:
         trainable = {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
@@ -177,6 +190,27 @@ def save_checkpoint(folder: Path, model: Any, optimizer: Any, meta: dict[str, An
             import shutil
 
             shutil.rmtree(old, ignore_errors=True)
+    current_best = _best_path(folder, meta.get("best_step", 0)).name
+    for old in folder.glob("best-step-*.safetensors"):
+        if old.name != current_best:
+            old.unlink(missing_ok=True)
+
+
+def load_best_weights(folder: Path, model: Any, step: int) -> dict[str, Any] | None:
+    """The best trainable weights saved with the checkpoints under `folder` for best step `step`, or None when that
+    file does not exist (no evaluation yet, or a checkpoint written before best weights were kept)."""
+    from safetensors.torch import load_file
+
+    path = _best_path(folder, step)
+    if not step or not path.is_file():
+        return None
+    weights = load_file(str(path))
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in weights]
+    if missing:
+        raise ModelError(
+            f"best weights {path} do not match the model (missing {missing[:3]}…); delete {folder}"
+        )
+    return weights
 
 
 def load_checkpoint(folder: Path, model: Any, optimizer: Any) -> dict[str, Any] | None:

@@ -2,10 +2,12 @@
 
 Every backend subclasses `Detector`, implements `_fit` and `_score`, and stores its learned state through
 `_state` / `_load_state` (JSON-able values and numpy arrays; arrays go to safetensors). Calibration and the decision
-threshold live here, so every backend gets the same operating points and the same on-disk format:
+threshold live here, and so does the risk-category model (`seawall.detect.category`, hazard codes of
+`seawall.data.taxonomy`), so every backend gets the same operating points, categories and on-disk format:
 
     DIR/detector.json        backend name, detector_id, seawall version, hyper-parameters, JSON state, calibration
-    DIR/arrays.safetensors   numpy arrays of the learned state (when the backend has any)
+    DIR/arrays.safetensors   numpy arrays of the learned state (when the backend has any); the risk-category
+                             model's arrays carry the prefix "category."
     DIR/model/               backend-specific weights (e.g. an HF folder with model.safetensors)
 
 No pickle anywhere: loading a detector folder never executes code from it.
@@ -32,6 +34,7 @@ from seawall.registry import Registry
 
 CONFIG_FILE = "detector.json"
 ARRAYS_FILE = "arrays.safetensors"
+CATEGORY_PREFIX = "category."
 FORMAT_VERSION = 1
 
 DETECTORS: Registry[type[Detector]] = Registry("detector backend")
@@ -81,7 +84,7 @@ class Detector(BaseEstimator):
     """Base class of every detector backend: fit, predict_proba, predict, save; calibration and threshold.
 
     Subclasses declare their hyper-parameters in `__init__` (sklearn convention: stored unchanged, no logic) and
-    must include `calibration`, `threshold_strategy` and `target_recall`, which this class uses.
+    must include `calibration`, `threshold_strategy`, `target_recall` and `category_model`, which this class uses.
     """
 
     backend: str = ""
@@ -90,6 +93,8 @@ class Detector(BaseEstimator):
     calibration: str
     threshold_strategy: str
     target_recall: float
+    # Train the risk-category model in `fit` (a backend that does not declare the parameter gets one as well).
+    category_model: bool = True
 
     # ---- to implement ------------------------------------------------------------------------------------------
     def _fit(self, pairs: list[Pair], y: np.ndarray, dev: tuple[list[Pair], np.ndarray] | None) -> None:
@@ -125,6 +130,7 @@ class Detector(BaseEstimator):
         self.calibrator_: dict[str, Any] = {"method": "none"}
         self.training_: dict[str, Any] = {"n_train": len(y), "n_unsafe": int(y.sum()) if len(y) else 0}
         self._fit(pairs, y, dev_xy)
+        self._fit_categories(records)
         if dev_xy is not None and len(dev_xy[1]) and len(set(dev_xy[1].tolist())) == 2:
             self.calibrate(dev)
         self.detector_id_ = self._make_id()
@@ -132,6 +138,16 @@ class Detector(BaseEstimator):
 
     def _needs_labels(self) -> bool:
         return True
+
+    def _fit_categories(self, records: Sequence[ResponseRecord]) -> None:
+        self.category_model_ = None
+        if not self.category_model:
+            return
+        from seawall.detect.category import fit_category_model
+
+        self.category_model_, self.training_["category"] = fit_category_model(
+            records, seed=getattr(self, "seed", 0)
+        )
 
     def predict_proba(self, pairs: Iterable[Any]) -> np.ndarray:
         """Calibrated probabilities, shape (n, 2): column 0 = P(safe), column 1 = P(unsafe)."""
@@ -197,8 +213,22 @@ class Detector(BaseEstimator):
         self.threshold_ = value
 
     def predict_category(self, pairs: Iterable[Any]) -> list[str | None]:
-        """Risk category of each pair, where the backend supports it (None otherwise)."""
-        return [None] * len(as_pairs(pairs))
+        """Hazard code (`seawall.data.taxonomy.HAZARDS`) of each pair; None for every pair without a category model.
+
+        The category is the pair's topic, predicted whatever the harm score: it matters for unsafe pairs.
+        """
+        self._check_fitted()
+        pairs = as_pairs(pairs)
+        model = getattr(self, "category_model_", None)
+        if model is None:
+            return [None] * len(pairs)
+        return list(model.predict(pairs))
+
+    @property
+    def category_labels(self) -> list[str] | None:
+        """The hazard codes `predict_category` can return; None when the detector has no category model."""
+        model = getattr(self, "category_model_", None)
+        return list(model.labels_) if model is not None else None
 
     @property
     def detector_id(self) -> str:
@@ -225,6 +255,10 @@ class Detector(BaseEstimator):
         folder = Path(folder)
         with atomic_dir(folder, overwrite=overwrite) as tmp:
             state, arrays = self._state(tmp)
+            category_state = None
+            if getattr(self, "category_model_", None) is not None:
+                category_state, category_arrays = self.category_model_.state()
+                arrays = {**arrays, **{CATEGORY_PREFIX + k: v for k, v in category_arrays.items()}}
             config = {
                 "format_version": FORMAT_VERSION,
                 "backend": self.backend,
@@ -237,6 +271,7 @@ class Detector(BaseEstimator):
                 "calibrator": self.calibrator_,
                 "training": self.training_,
                 "state": state,
+                "category_model": category_state,
                 "arrays": sorted(arrays),
             }
             if arrays:
@@ -303,5 +338,20 @@ def load_detector(folder: str | os.PathLike) -> Detector:
     detector.calibrator_ = config.get("calibrator", {"method": "none"})
     detector.training_ = config.get("training", {})
     detector.detector_id_ = config.get("detector_id", f"{detector.backend}-unknown")
-    detector._load_state(folder, config.get("state", {}), arrays)
+    category_arrays = {
+        k[len(CATEGORY_PREFIX) :]: v for k, v in arrays.items() if k.startswith(CATEGORY_PREFIX)
+    }
+    backend_arrays = {k: v for k, v in arrays.items() if not k.startswith(CATEGORY_PREFIX)}
+    detector._load_state(folder, config.get("state", {}), backend_arrays)
+    # Folders saved before category models existed have no "category_model" entry: predict_category gives None.
+    detector.category_model_ = None
+    if config.get("category_model"):
+        from seawall.detect.category import CategoryModel
+
+        try:
+            detector.category_model_ = CategoryModel.from_state(config["category_model"], category_arrays)
+        except (KeyError, ValueError) as error:
+            raise ModelError(
+                f"{config_path}: the category model is incomplete ({error}); re-save the detector"
+            ) from None
     return detector

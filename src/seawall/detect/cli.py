@@ -99,6 +99,27 @@ def evaluate(
                 ["category", "n", "n_unsafe", "accuracy", "recall", "f1", "fpr", "auroc"],
             )
         )
+    _print_category(console, report.get("category"))
+
+
+def _print_category(console: Any, category: dict[str, Any] | None) -> None:
+    import math
+
+    from seawall.detect.metrics import format_table
+
+    if category is None:
+        console.print("risk categories: this detector has no category model")
+        return
+    if not category["n"]:
+        console.print("risk categories: no unsafe row with a known hazard to score them on")
+        return
+    low, high = category["ci95"]
+    interval = "" if math.isnan(low) else f" [{low:.3f}, {high:.3f}]"  # NaN with --n-boot 0
+    console.print(
+        f"risk-category accuracy on {category['n']} unsafe rows ({category['n_prompts']} prompts): "
+        f"{category['accuracy']:.3f}{interval}; always-majority would score {category['majority_share']:.3f}"
+    )
+    typer.echo(format_table(category["per_category"], ["category", "n", "correct", "accuracy"]))
 
 
 RUNTIMES = {
@@ -120,7 +141,7 @@ def predict(
         None, "--runtime", help="Encoder only: torch (default), onnx, onnx-int8 or torch-int8 (see bench)."
     ),
 ) -> None:
-    """Score JSONL from stdin to stdout: {"prompt", "response"} in, {"line", "p_unsafe", "unsafe", …} out."""
+    """Score JSONL from stdin to stdout: {"prompt", "response"} in, {"line", "p_unsafe", "unsafe", "category", …} out."""
     from seawall.detect.base import load_detector
 
     _quiet_transformers()
@@ -154,18 +175,20 @@ def stream_predict(detector: Any, stream: BinaryIO, out: TextIO, batch_size: int
     def flush() -> None:
         good = [(line, rec) for line, _, rec in pending if not isinstance(rec, str)]
         scores = detector.score_unsafe([rec for _, rec in good]) if good else []
-        by_line = {line: float(s) for (line, _), s in zip(good, scores, strict=True)}
+        categories = detector.predict_category([rec for _, rec in good]) if good else []
+        by_line = {line: (float(s), c) for (line, _), s, c in zip(good, scores, categories, strict=True)}
         for line, _, rec in pending:
             if isinstance(rec, str):
                 row = {"line": line, "error": rec}
                 counts["bad"] += 1
             else:
-                p = by_line[line]
+                p, category = by_line[line]
                 row = {
                     "line": line,
                     "id": rec.id,
                     "p_unsafe": round(p, 6),
                     "unsafe": p >= detector.threshold_,
+                    "category": category,
                     "detector_id": detector.detector_id,
                 }
                 counts["scored"] += 1

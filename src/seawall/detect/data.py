@@ -117,6 +117,8 @@ def harmful_refusal_split(
                     label="safe",
                     category=prompt.category,
                     source=f"{name}+refusal",
+                    # The prompt set's hazard code, so the risk-category model can learn from the row too.
+                    metadata={"hazard": (prompt.metadata or {}).get("hazard")},
                 )
             )
     return _split_aux(records, seed)

@@ -80,6 +80,7 @@ class EncoderDetector(Detector):
         calibration: str = "temperature",
         threshold_strategy: str = "f1",
         target_recall: float = 0.95,
+        category_model: bool = True,
     ) -> None:
         self.base_model = base_model
         self.max_length = max_length
@@ -104,6 +105,7 @@ class EncoderDetector(Detector):
         self.calibration = calibration
         self.threshold_strategy = threshold_strategy
         self.target_recall = target_recall
+        self.category_model = category_model
 
     def set_params(self, **params: Any) -> EncoderDetector:
         """sklearn's set_params; changing `quantize` or `runtime` drops the cached fast model."""

@@ -79,6 +79,7 @@ class LMJudgeDetector(Detector):
         calibration: str = "temperature",
         threshold_strategy: str = "f1",
         target_recall: float = 0.95,
+        category_model: bool = True,
     ) -> None:
         self.base_model = base_model
         self.finetune = finetune
@@ -105,6 +106,7 @@ class LMJudgeDetector(Detector):
         self.calibration = calibration
         self.threshold_strategy = threshold_strategy
         self.target_recall = target_recall
+        self.category_model = category_model
 
     # ---- model ---------------------------------------------------------------------------------------------------
     def _load_base(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,60 @@ def per_category(
             }
         )
     return rows
+
+
+def category_metrics(
+    true: Sequence[str],
+    pred: Sequence[str | None],
+    groups: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """Accuracy of predicted risk categories against known ones, per true category, and the confusion counts.
+
+    Rows answering the same prompt share its category, so the interval is a percentile bootstrap over `groups`
+    (prompts), not rows: with few distinct prompts a row-level interval would be far too narrow.
+    `majority_share` is the accuracy of always answering the most common true category of these rows.
+    """
+    true_arr = np.asarray(list(true), dtype=object)
+    correct = np.asarray([t == p for t, p in zip(true, pred, strict=True)], dtype=np.float64)
+    n = len(true_arr)
+    out: dict[str, Any] = {
+        "n": n,
+        "n_prompts": len(set(groups)),
+        "accuracy": float(correct.mean()) if n else float("nan"),
+        "ci95": [float("nan")] * 2,
+        "majority_share": max(Counter(true_arr.tolist()).values()) / n if n else float("nan"),
+        "per_category": [],
+        "confusion": {},
+    }
+    if not n:
+        return out
+    if n_boot:
+        index = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+        gid = np.asarray([index[g] for g in groups])
+        hits = np.bincount(gid, weights=correct, minlength=len(index))
+        sizes = np.bincount(gid, minlength=len(index)).astype(np.float64)
+        draws = np.random.default_rng(seed).integers(0, len(index), (n_boot, len(index)))
+        accs = hits[draws].sum(axis=1) / sizes[draws].sum(axis=1)
+        out["ci95"] = [float(np.quantile(accs, alpha / 2)), float(np.quantile(accs, 1 - alpha / 2))]
+    for cat in sorted(set(true_arr.tolist())):
+        mask = true_arr == cat
+        out["per_category"].append(
+            {
+                "category": cat,
+                "n": int(mask.sum()),
+                "correct": int(correct[mask].sum()),
+                "accuracy": float(correct[mask].mean()),
+            }
+        )
+        out["confusion"][cat] = dict(
+            sorted(
+                Counter("(none)" if p is None else p for p, m in zip(pred, mask, strict=True) if m).items()
+            )
+        )
+    return out
 
 
 def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:

@@ -10,10 +10,11 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from seawall.data.records import ResponseRecord
+from seawall.data.records import ResponseRecord, normalize_text
 from seawall.detect.base import Detector, labelled, load_detector, make_detector
+from seawall.detect.category import record_hazard
 from seawall.detect.data import DataMix, build_mix, eval_records
-from seawall.detect.metrics import evaluate_scores, plot_report
+from seawall.detect.metrics import category_metrics, evaluate_scores, plot_report
 from seawall.errors import SeawallError
 from seawall.io import atomic_write_json
 
@@ -79,12 +80,31 @@ def evaluate_detector(
             "n_unlabelled_skipped": len(records) - len(kept),
             "scoring_seconds": round(elapsed, 3),
             "thresholds": detector.thresholds_,
+            "category": category_report(detector, kept, y, n_boot),
         }
     )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         report["plots"] = plot_report(report, out_dir, name)
         atomic_write_json(out_dir / "report.json", report)
+    return report
+
+
+def category_report(
+    detector: Detector, records: list[ResponseRecord], y: np.ndarray, n_boot: int = 1000
+) -> dict[str, Any] | None:
+    """Risk-category accuracy on the unsafe rows whose hazard is known; None when the detector has no category
+    model. Safe rows are left out: the category of a refusal does not change any decision."""
+    if getattr(detector, "category_labels", None) is None:
+        return None
+    rows = [
+        (r, code) for r, label in zip(records, y, strict=True) if label == 1 and (code := record_hazard(r))
+    ]
+    pred = detector.predict_category([r for r, _ in rows]) if rows else []
+    report = category_metrics(
+        [code for _, code in rows], pred, [normalize_text(r.prompt) for r, _ in rows], n_boot=n_boot
+    )
+    report["n_unsafe_without_category"] = int(y.sum()) - len(rows)
     return report
 
 
@@ -116,6 +136,7 @@ def run_training(config: TrainConfig, data_dir: str | None = None) -> dict[str, 
             "metrics": report["metrics"],
             "ci95": report["ci95"],
             "per_category": report.get("per_category"),
+            "category": report.get("category"),
         }
     summary = {
         "name": config.name,

@@ -136,11 +136,13 @@ class RefusalDetector(Detector):
         calibration: str = "none",
         threshold_strategy: str = "default",
         target_recall: float = 0.95,
+        category_model: bool = True,
     ) -> None:
         self.window = window
         self.calibration = calibration
         self.threshold_strategy = threshold_strategy
         self.target_recall = target_recall
+        self.category_model = category_model
 
     def _needs_labels(self) -> bool:
         return False

@@ -274,6 +274,16 @@ def _detail_section(runs: dict[str, dict[str, Any]], results: Path) -> list[str]
                 ),
                 "",
             ]
+        category = sb.get("category") if sb else None
+        if category and category.get("n"):
+            low, high = category["ci95"]
+            interval = "" if math.isnan(low) else f" [{low:.2f}, {high:.2f}]"
+            out += [
+                f"Risk-category accuracy (SecureBreak test, {category['n']} unsafe rows from "
+                f"{category['n_prompts']} prompts, 95% bootstrap over prompts): {_fmt(category['accuracy'])}"
+                f"{interval}; always answering the most common category: {_fmt(category['majority_share'])}.",
+                "",
+            ]
         plots = sorted((results / name / "securebreak-test").glob("*.png"))
         if plots:
             out += [

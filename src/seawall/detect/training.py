@@ -2,11 +2,13 @@
 
 A backend provides tokenised examples and a `forward(batch) -> logits (n, 2)`; the loop does class-weighted
 cross-entropy, AdamW with linear warm-up/decay, length-bucketed batches, a tqdm bar, evaluation on dev (AUROC) with
-early stopping (the best weights are kept), and resumable atomic checkpoints.
+early stopping (the best weights are kept, and persisted with the checkpoints so a resumed run restores them too),
+and resumable atomic checkpoints.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -19,10 +21,13 @@ from seawall.detect._torch import (
     bucketed_train_batches,
     class_weights,
     length_sorted_batches,
+    load_best_weights,
     load_checkpoint,
     pad_batch,
     save_checkpoint,
 )
+
+log = logging.getLogger("seawall.detect")
 
 # Scoring this many rows or more shows a progress bar (small calls, e.g. a guard's, stay silent).
 PROGRESS_MIN_ROWS = 512
@@ -194,11 +199,22 @@ def train(
                         "best_auroc": best["auroc"],
                         "best_step": best["step"],
                     },
+                    # A new best is persisted with its checkpoint, so a resumed run can restore it at the end.
+                    best=best["state"] if best["step"] == step else None,
                 )
             if step >= total or stop:
                 break
         epoch += 1
     bar.close()
+    if best["state"] is None and ckpt is not None:
+        # Resumed, and no evaluation since beat the stored best: its weights are in the checkpoint folder.
+        best["state"] = load_best_weights(ckpt, model, best["step"])
+        if best["state"] is None and best["step"] and best["step"] != step:
+            log.warning(
+                "%s has no best weights for step %d (written by an older seawall): keeping the last weights",
+                ckpt,
+                best["step"],
+            )
     if best["state"] is not None:
         _restore(model, best["state"])
     history["best_step"] = best["step"]

@@ -45,6 +45,21 @@ def detector_identity(detector: Any) -> tuple[str, str]:
     return det_id, version
 
 
+def _warn_unreachable_rules(detector: Any, policy: Policy) -> None:
+    # Only seawall detectors declare their category set (`category_labels`); others are taken on trust.
+    if not policy.categories or not hasattr(detector, "category_labels"):
+        return
+    labels = detector.category_labels
+    unreachable = sorted(set(policy.categories) - set(labels or ()))
+    if unreachable:
+        log.warning(
+            "category rules %s never apply: detector %s outputs %s",
+            unreachable,
+            getattr(detector, "detector_id", type(detector).__name__),
+            f"the hazard codes {labels}" if labels else "no categories (it has no category model)",
+        )
+
+
 class Guard:
     """Wraps a detector (anything with `predict_proba(pairs)` and `threshold_`) with a policy."""
 
@@ -52,6 +67,7 @@ class Guard:
         self.detector = detector
         self.policy = policy or Policy()
         self.detector_id, self.detector_version = detector_identity(detector)
+        _warn_unreachable_rules(detector, self.policy)
         # Detector calls run on worker threads so a hung detector can be timed out (the thread is abandoned).
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seawall-detector")
 
