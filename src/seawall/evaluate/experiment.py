@@ -208,7 +208,10 @@ class Experiment:
             return target / "model", {}
         out = self.root / "restored" / target_label(task, share) / method.name
         if (out / "record.json").exists():
-            return out / "model", json.loads((out / "record.json").read_text())
+            record = json.loads((out / "record.json").read_text())
+            if record.get("params") == method.params:
+                return out / "model", record
+            self.log(f"{method.name} on {target.name}: parameters changed, applying again")
         from seawall.evaluate.methods import apply_method
 
         with measure() as stats:
@@ -231,12 +234,16 @@ class Experiment:
     def measure_model(self, label: str, model_dir: Path, tasks: tuple[str, ...]) -> dict:
         """Safety, over-refusal and utility of one model, cached as evals/LABEL/result.json."""
         out = self.root / "evals" / label
+        settings = self.config.eval
+        key = {**settings.model_dump(mode="json"), "detector_id": _detector_id(settings.detector)}
         if (out / "result.json").exists():
-            return json.loads((out / "result.json").read_text())
+            cached = json.loads((out / "result.json").read_text())
+            # Generations are cached separately, so a changed or retrained judge only costs the judging.
+            if cached.get("settings") == key:
+                return cached
         from seawall.evaluate.judges import DetectorJudge, RefusalJudge
         from seawall.generation.cache import model_fingerprint
 
-        settings = self.config.eval
         judges: list[Any] = [RefusalJudge(self.is_refusal)]
         if settings.detector:
             judges.append(DetectorJudge.load(settings.detector))
@@ -272,6 +279,7 @@ class Experiment:
             "overrefusal": over,
             "utility": utility,
             "eval": stats,
+            "settings": key,
         }
         out.mkdir(parents=True, exist_ok=True)
         write_rows(out / "rows.jsonl", safety_rows + over_rows + utility_rows)
@@ -340,6 +348,16 @@ def _row(result: dict, **keys: Any) -> dict:
     row["eval_wall_s"] = result["eval"]["wall_s"]
     row["eval_dir"] = result["label"]
     return row
+
+
+def _detector_id(folder: str | None) -> str | None:
+    """The judge's detector_id (it changes when the detector is retrained), None without a detector."""
+    if not folder:
+        return None
+    path = Path(folder) / "detector.json"
+    if not path.is_file():
+        raise SeawallError(f"eval.detector: {path} not found; train a detector (make demo) or fix the path")
+    return json.loads(path.read_text()).get("detector_id")
 
 
 def _default_generator(model_dir: Path, decoding: Decoding, threads: int) -> Callable:

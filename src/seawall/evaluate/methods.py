@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,10 @@ def safety_adapter(context: Any, aligned: Path, degraded: Path, params: dict) ->
     from seawall.gene import ExtractConfig, SafetyAdapter, SelectConfig, extract, select_layers
 
     folder = context.root / "safety-adapter"
-    if (folder / "selected.json").exists():
+    marker = folder / "selected.json"
+    # The marker records the extract/select settings: changing them in the config re-extracts and re-selects.
+    wanted = {"extract": params.get("extract", {}), "select": params.get("select", {})}
+    if marker.exists() and json.loads(marker.read_text()).get("params") == wanted:
         return folder
     shots = experiment_shots(context)
     adapter = extract(
@@ -63,7 +67,7 @@ def safety_adapter(context: Any, aligned: Path, degraded: Path, params: dict) ->
     )
     from seawall.io import atomic_write_json
 
-    atomic_write_json(folder / "selected.json", {"layers": layers})
+    atomic_write_json(marker, {"layers": layers, "params": wanted})
     return folder
 
 
