@@ -120,6 +120,23 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
     assert partial["complete"] is False and partial["rows"] == rows
     assert "**Partial run**" in write_report(tmp_path / "run").read_text()
 
+    # A retrained judge (new detector_id, same folder) re-judges every model from the cached generations.
+    old_id = json.loads((detector / "detector.json").read_text())["detector_id"]
+    make_detector("tfidf", ngram_max=1).fit(split("securebreak")["train"]).save(detector, overwrite=True)
+    new_id = json.loads((detector / "detector.json").read_text())["detector_id"]
+    assert new_id != old_id
+    calls.clear()
+    Experiment(
+        config,
+        load=load,
+        split=split,
+        is_refusal=is_refusal,
+        generator_factory=lambda *a: calls.append(a),
+        log=lambda s: None,
+    ).run()
+    rejudged = json.loads((tmp_path / "run" / "evals" / "aligned" / "result.json").read_text())
+    assert rejudged["settings"]["detector_id"] == new_id and calls == []
+
 
 def test_run_refuses_to_start_when_training_prompts_overlap_evaluation(tiny_model, tiny_data, tmp_path):
     load, _ = tiny_data
