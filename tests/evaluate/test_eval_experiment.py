@@ -44,6 +44,18 @@ def mini_config(tiny_model, output, methods, detector=None):
 
 
 @pytest.mark.slow
+def _rerun_without_generation(config, load, split, calls):
+    """Run again with a generator that only records calls: a finished run must not generate anything."""
+    return Experiment(
+        config,
+        load=load,
+        split=split,
+        is_refusal=is_refusal,
+        generator_factory=lambda *a: calls.append(a),
+        log=lambda s: None,
+    ).run()
+
+
 def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
     load, split = tiny_data
     from seawall.detect import make_detector
@@ -101,14 +113,7 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
     # A rerun finds every step done: nothing is trained or generated again.
     before = (tmp_path / "run" / "generations.sqlite").stat().st_mtime_ns
     calls = []
-    again = Experiment(
-        config,
-        load=load,
-        split=split,
-        is_refusal=is_refusal,
-        generator_factory=lambda *a: calls.append(a),
-        log=lambda s: None,
-    ).run()
+    again = _rerun_without_generation(config, load, split, calls)
     assert again["rows"] == rows and calls == [] and again["complete"] is True
     assert (tmp_path / "run" / "generations.sqlite").stat().st_mtime_ns == before
 
@@ -126,14 +131,7 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
     new_id = json.loads((detector / "detector.json").read_text())["detector_id"]
     assert new_id != old_id
     calls.clear()
-    Experiment(
-        config,
-        load=load,
-        split=split,
-        is_refusal=is_refusal,
-        generator_factory=lambda *a: calls.append(a),
-        log=lambda s: None,
-    ).run()
+    _rerun_without_generation(config, load, split, calls)
     rejudged = json.loads((tmp_path / "run" / "evals" / "aligned" / "result.json").read_text())
     assert rejudged["settings"]["detector_id"] == new_id and calls == []
 
