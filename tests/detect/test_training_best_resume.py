@@ -72,6 +72,8 @@ def test_resumed_run_restores_the_best_weights(tmp_path):
     )  # different initial weights: everything must come from the checkpoint folder
     h2 = train(second, second, train_data, y, dev, PAD, _settings(ckpt, max_steps=None), desc="second")
     assert h2["resumed_from"] == 3 and h2["steps"] == 8
+    # training time adds up over sessions: the resumed run knows what the first one spent
+    assert h2["seconds_before_resume"] == h1["seconds"] > 0 and h2["seconds"] >= h1["seconds"]
     assert h2["best_step"] == h1["best_step"] and h2["best_dev_auroc"] == h1["best_dev_auroc"]
     later = [e["auroc"] for e in h2["dev"] if e["step"] > 3]
     assert len(later) == 5 and max(later) <= h1["best_dev_auroc"]

@@ -134,6 +134,8 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
     _rerun_without_generation(config, load, split, calls)
     rejudged = json.loads((tmp_path / "run" / "evals" / "aligned" / "result.json").read_text())
     assert rejudged["settings"]["detector_id"] == new_id and calls == []
+    # the task list is part of the key: the reference models' utility covers every task of the run
+    assert rejudged["settings"]["tasks"] == ["sst2"] and set(rejudged["utility"]) == {"sst2"}
 
 
 def test_run_refuses_to_start_when_training_prompts_overlap_evaluation(tiny_model, tiny_data, tmp_path):

@@ -112,3 +112,43 @@ def test_choose_layers_rules():
     assert choose_layers(scores, cumulative=0.9) == [1, 3]
     assert choose_layers(scores, cumulative=0.95) == [0, 1, 3]
     assert choose_layers([-1.0, -2.0], cumulative=0.8) == [0]
+
+
+def _teach(model, tokenizer, pairs, steps=150):
+    """Train a tiny model until its greedy answer to each prompt is the paired text."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    from seawall.gene.modeling import build_batch, prompt_ids, target_ids
+
+    batch = build_batch(
+        tokenizer,
+        [prompt_ids(tokenizer, p, 64) for p, _ in pairs],
+        [target_ids(tokenizer, a) for _, a in pairs],
+        96,
+    )
+    for _ in range(steps):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return model
+
+
+def test_calibration_on_the_aligned_models_own_refusals(trio, shots, tiny, tmp_path):
+    tokenizer = load_tokenizer(trio["A"])
+    # A refuses the first half of the harmful shots and complies with the rest: only its refusals become targets.
+    answers = ["I can't help." if i < 3 else "Sure, step 1" for i in range(len(shots.harmful))]
+    aligned = _teach(tiny.build(0), tokenizer, list(zip(shots.harmful, answers, strict=True)))
+    a_dir = tiny.save(aligned, tmp_path / "A")
+    adapter = extract(a_dir, trio["D"], tmp_path / "adapter", progress=False)
+    config = CalibrateConfig(refusals="aligned", **{**FAST, "response_tokens": 14})
+    result = calibrate(adapter, trio["T"], shots, config, progress=False, aligned=a_dir)
+    source = json.loads((adapter.path / "safegene.json").read_text())["calibration"]["refusal_targets"]
+    assert source == {"refusals": "aligned", "used": 3, "skipped_complied": 3}
+    assert result.final_loss < result.initial_loss
+    with pytest.raises(Exception, match="no aligned model"):
+        calibrate(adapter, trio["T"], shots, config, progress=False)
+    # a model that refuses nothing gives a clear error rather than an empty objective
+    with pytest.raises(Exception, match="refuses none of the 6 harmful shots"):
+        calibrate(adapter, trio["T"], shots, config, progress=False, aligned=trio["T"])

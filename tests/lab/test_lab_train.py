@@ -115,3 +115,13 @@ def test_checkpoint_of_other_data_is_refused(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "_save_checkpoint", real)
     with pytest.raises(SeawallError, match="other data or settings"):
         train(tiny_model, EXAMPLES[:6], config, tmp_path / "out")
+
+
+def test_finished_output_is_reused_only_for_the_same_recipe(tiny_model, tmp_path):
+    config = TrainConfig(method="full", learning_rate=1e-3, batch_size=4, max_length=64)
+    recipe = {"recipe": "test", "config": {"data": {"n_train": 8}, "seed": 0}}
+    first = train(tiny_model, EXAMPLES, config, tmp_path / "out", record=recipe)
+    assert train(tiny_model, EXAMPLES, config, tmp_path / "out", record=recipe) == first
+    changed = {"recipe": "test", "config": {"data": {"n_train": 16}, "seed": 0}}
+    with pytest.raises(SeawallError, match=r"config\.data\.n_train was 8, now 16"):
+        train(tiny_model, EXAMPLES, config, tmp_path / "out", record=changed)

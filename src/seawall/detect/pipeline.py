@@ -147,7 +147,10 @@ def run_training(config: TrainConfig, data_dir: str | None = None) -> dict[str, 
         "n_dev": len(mix["dev"]),
         "train_sources": _counts(mix["train"]),
         "dev_sources": _counts(mix["dev"]),
-        "train_seconds": round(train_seconds, 1),
+        # time of earlier sessions when training resumed from a checkpoint
+        "train_seconds": round(
+            train_seconds + detector.training_.get("history", {}).get("seconds_before_resume", 0.0), 1
+        ),
         "thresholds": detector.thresholds_,
         "threshold": detector.threshold_,
         "calibrator": detector.calibrator_,

@@ -87,7 +87,7 @@ def build_report(results: Path) -> str:
             row[data] = f"{_fmt(_metric(run, data, 'f1'))} / {_fmt(_metric(run, data, 'auroc'))}{tag}"
         row["benign flagged"] = _fmt(_metric(run, "alpaca:test", "flag_rate"))
         row["refusals flagged"] = _fmt(_metric(run, "refusals:test", "flag_rate"))
-        row["train s"] = f"{run.get('train_seconds', 0):.0f}"
+        row["train s"] = _train_time(run, short=True)
         rows.append(row)
     columns = [
         "run",
@@ -165,6 +165,17 @@ LORA_METRICS = ("f1", "auroc", "auprc", "accuracy", "precision", "recall", "fpr"
 LOWER_IS_BETTER = {"fpr", "fnr", "ece", "flag_rate"}
 
 
+def _train_time(run: dict, short: bool = False) -> str:
+    """Training seconds; a run resumed from a checkpoint written before time was recorded says so."""
+    history = (run.get("training") or {}).get("history") or {}
+    seconds = f"{run.get('train_seconds', 0):.0f}"
+    if history.get("resumed_from") is None or "seconds_before_resume" in history:
+        return seconds if short else f"{seconds} s"
+    if short:
+        return f"{seconds} (resumed)"
+    return f"{seconds} s after resuming at step {history['resumed_from']}; earlier sessions' time not recorded"
+
+
 def _seen_rows(run: dict[str, Any]) -> str:
     """ "N steps × batch B of an M-row mix": a capped run sees fewer rows than its mix holds."""
     history = run.get("training", {}).get("history", {})
@@ -186,7 +197,7 @@ def _lora_section(runs: dict[str, dict[str, Any]]) -> list[str]:
         "## LoRA vs zero-shot lm-judge (same base, same truncation, same dev calibration)",
         "",
         f"Zero-shot: `{zero['detector_id']}`; LoRA (r={lora['config']['params'].get('lora_r')}, "
-        f"{_seen_rows(lora)}, {lora.get('train_seconds', 0):.0f} s): `{lora['detector_id']}`. "
+        f"{_seen_rows(lora)}, {_train_time(lora)}): `{lora['detector_id']}`. "
         + (
             "Both are scored on the same seeded evaluation rows (paired comparison). "
             if paired

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -147,6 +148,11 @@ def train(
             best = {"auroc": meta["best_auroc"], "step": meta["best_step"], "state": None}
     eval_every = settings.eval_every or steps_per_epoch
     bad_evals = 0
+    # Optimisation time summed over sessions, so a resumed run still reports what its training cost.
+    earlier_seconds = float(history.get("seconds", 0.0))
+    if history["resumed_from"] is not None:
+        history["seconds_before_resume"] = earlier_seconds
+    loop_started = time.perf_counter()
 
     def evaluate() -> float:
         model.eval()
@@ -188,6 +194,7 @@ def train(
                     bad_evals += 1
                     if settings.patience and bad_evals >= settings.patience:
                         stop = True
+            history["seconds"] = round(earlier_seconds + time.perf_counter() - loop_started, 3)
             if ckpt is not None and (step % eval_every == 0 or step == total or stop):
                 save_checkpoint(
                     ckpt,

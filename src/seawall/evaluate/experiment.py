@@ -235,7 +235,11 @@ class Experiment:
         """Safety, over-refusal and utility of one model, cached as evals/LABEL/result.json."""
         out = self.root / "evals" / label
         settings = self.config.eval
-        key = {**settings.model_dump(mode="json"), "detector_id": _detector_id(settings.detector)}
+        key = {
+            **settings.model_dump(mode="json"),
+            "detector_id": _detector_id(settings.detector),
+            "tasks": sorted(tasks),
+        }
         if (out / "result.json").exists():
             cached = json.loads((out / "result.json").read_text())
             # Generations are cached separately, so a changed or retrained judge only costs the judging.

@@ -98,21 +98,55 @@ class CalibrationData:
 
     refusal: dict[str, torch.Tensor]
     retain: dict[str, torch.Tensor] | None
+    refusal_source: dict[str, Any] = field(default_factory=dict)
+
+
+def aligned_refusals(
+    aligned: str | Path | torch.nn.Module, tokenizer: Any, prompts: list[list[int]], n_tokens: int
+) -> tuple[list[int], list[list[int]], int]:
+    """A's greedy answers to the harmful prompts that A refuses: (their indices, the answers, how many A complied with).
+
+    What A actually says is a target the safety vector can reach (it is what moved A away from D), whereas a
+    fixed template is a string none of A, D or T would write: its cross-entropy stays high at every α.
+    """
+    from seawall.detect.refusal import is_refusal
+
+    model = aligned if isinstance(aligned, torch.nn.Module) else load_causal_lm(aligned)
+    answers = greedy_answers(model, tokenizer, prompts, n_tokens)
+    keep = [i for i, a in enumerate(answers) if is_refusal(tokenizer.decode(a, skip_special_tokens=True))]
+    if not keep:
+        raise ModelError(
+            f"the aligned model refuses none of the {len(prompts)} harmful shots; "
+            "calibrate with `refusals: templates` or check that the aligned model is the right one"
+        )
+    return keep, [answers[i] for i in keep], len(prompts) - len(keep)
 
 
 def prepare_data(
-    model: torch.nn.Module, tokenizer: Any, shots: Shots, config: CalibrateConfig
+    model: torch.nn.Module,
+    tokenizer: Any,
+    shots: Shots,
+    config: CalibrateConfig,
+    aligned: str | Path | torch.nn.Module | None = None,
 ) -> CalibrationData:
-    """Tokenise the shots and generate T's greedy answers to the benign prompts (the retain targets)."""
+    """Tokenise the shots, pick the refusal targets and generate T's greedy answers to the benign prompts."""
     room = max(8, config.max_length - config.response_tokens)
     h_prompts = [prompt_ids(tokenizer, p, room) for p in shots.harmful]
-    refusals = [target_ids(tokenizer, t) for t in refusal_targets(len(h_prompts), config.seed)]
+    if config.refusals == "aligned":
+        if aligned is None:
+            raise ModelError("calibrate.refusals is 'aligned' but no aligned model A was given")
+        keep, refusals, complied = aligned_refusals(aligned, tokenizer, h_prompts, config.response_tokens)
+        h_prompts = [h_prompts[i] for i in keep]
+        source = {"refusals": "aligned", "used": len(keep), "skipped_complied": complied}
+    else:
+        refusals = [target_ids(tokenizer, t) for t in refusal_targets(len(h_prompts), config.seed)]
+        source = {"refusals": "templates", "used": len(h_prompts), "skipped_complied": 0}
     refusal = build_batch(tokenizer, h_prompts, refusals, config.max_length)
     if not shots.benign:
-        return CalibrationData(refusal, None)
+        return CalibrationData(refusal, None, source)
     b_prompts = [prompt_ids(tokenizer, p, room) for p in shots.benign]
     answers = greedy_answers(model, tokenizer, b_prompts, config.response_tokens)
-    return CalibrationData(refusal, build_batch(tokenizer, b_prompts, answers, config.max_length))
+    return CalibrationData(refusal, build_batch(tokenizer, b_prompts, answers, config.max_length), source)
 
 
 @dataclass
@@ -483,8 +517,12 @@ def calibrate(
     config: CalibrateConfig | None = None,
     tokenizer: Any = None,
     progress: bool = True,
+    aligned: str | Path | torch.nn.Module | None = None,
 ) -> CalibrationResult:
-    """Fit the adapter's coefficients on target T from few shots; records them in the manifest (saved if on disk)."""
+    """Fit the adapter's coefficients on target T from few shots; records them in the manifest (saved if on disk).
+
+    `aligned` (A) is needed only when `config.refusals` is 'aligned'.
+    """
     config = config or CalibrateConfig()
     if not shots.harmful:
         raise ModelError("calibration needs at least one harmful prompt")
@@ -497,7 +535,8 @@ def calibrate(
     loaded = time.perf_counter()
     modules = selected_modules(adapter)
     forward = DeltaForward(model, adapter, modules, config.per_module_type)
-    objective = CalibrationObjective(forward, prepare_data(model, tokenizer, shots, config), config)
+    data = prepare_data(model, tokenizer, shots, config, aligned)
+    objective = CalibrationObjective(forward, data, config)
     check_cache(objective, torch.full((len(forward.groups),), config.alpha_init))
     prepare_seconds = time.perf_counter() - loaded
     result = fit_coefficients(objective, config, progress=progress)
@@ -522,6 +561,7 @@ def calibrate(
         "cached_prefix": result.cached_prefix,
         "first_layer": result.first_layer,
         "shots": shots.record(),
+        "refusal_targets": data.refusal_source,
     }
     if adapter.path is not None:
         adapter.save_manifest()

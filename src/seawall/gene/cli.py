@@ -149,6 +149,10 @@ def calibrate(
     alpha_max: float = typer.Option(None, "--alpha-max"),
     lambda_retain: float = typer.Option(None, "--lambda", help="Weight of the retain KL."),
     max_epochs: int = typer.Option(None, "--epochs"),
+    refusals: str = typer.Option(
+        None, "--refusals", help="Refusal targets: 'templates', or 'aligned' (A's own refusals; needs --aligned)."
+    ),
+    aligned: str = typer.Option(None, "--aligned", help="Aligned model A (for --refusals aligned)."),
     config: Path = typer.Option(None, "--config", help="CalibrateConfig YAML."),
     harmful: str = _HARMFUL,
     harmful_split: str = _HARMFUL_SPLIT,
@@ -171,11 +175,12 @@ def calibrate(
         alpha_max=alpha_max,
         lambda_retain=lambda_retain,
         max_epochs=max_epochs,
+        refusals=refusals,
         seed=seed,
     )
     shots = _shots(harmful, harmful_split, benign, n_harmful, n_benign, seed, data_dir)
     ad = SafetyAdapter.load(adapter)
-    result = run_calibrate(ad, target, shots, cfg)
+    result = run_calibrate(ad, target, shots, cfg, aligned=aligned)
     plot_loss_curve(result, adapter / "calibration_loss.png")
     table = Table("group", "α")
     for group, alpha in result.coefficients.items():

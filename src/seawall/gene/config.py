@@ -99,6 +99,11 @@ class CalibrateConfig(_Frozen):
     alpha_init: float = Field(0.5, ge=0)
     alpha_max: float = Field(2.0, gt=0)
     lambda_retain: float = Field(1.0, ge=0, description="weight λ of the retain KL(T ‖ T') on benign prompts")
+    refusals: Literal["templates", "aligned"] = Field(
+        "templates",
+        description="targets of the harmful shots: varied refusal templates, or the aligned model A's own greedy "
+        "answers to them (those the refusal matcher counts as refusals; needs A)",
+    )
     optimizer: Literal["lbfgs", "adam"] = Field(
         "lbfgs", description="full-batch L-BFGS on α = α_max·sigmoid(θ), or projected Adam on chunks"
     )
@@ -116,7 +121,9 @@ class CalibrateConfig(_Frozen):
         ge=0,
         description="L-BFGS: also stop when an iteration gains less than this share of the gain so far",
     )
-    response_tokens: int = Field(24, ge=1, description="length of T's own greedy answers (retain targets)")
+    response_tokens: int = Field(
+        24, ge=1, description="length of T's greedy answers (retain targets) and of A's refusals"
+    )
     max_length: int = Field(160, ge=8)
     seed: int = 0
 

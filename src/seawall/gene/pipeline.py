@@ -98,7 +98,7 @@ def run_recipe(
                 model=p["degraded"],
                 config=recipe.select,
             )
-        result = calibrate(adapter, p["target"], shots, recipe.calibrate)
+        result = calibrate(adapter, p["target"], shots, recipe.calibrate, aligned=p["aligned"])
         plot_loss_curve(result, adapter_dir / "calibration_loss.png")
         out = apply(
             adapter,

@@ -183,6 +183,14 @@ def load_causal_lm(model_dir: str | Path, threads: int = 2) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def _first_difference(old: Any, new: Any, path: str = "config") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{path}.{key}")
+    return f"{path} was {old!r}, now {new!r}"
+
+
 def train(
     model_dir: str | Path,
     examples: Sequence[ChatExample],
@@ -199,7 +207,14 @@ def train(
 
     output = Path(output)
     if (output / "record.json").exists():
-        return json.loads((output / "record.json").read_text())
+        finished = json.loads((output / "record.json").read_text())
+        wanted = (record or {}).get("config")
+        if wanted is not None and finished.get("config") != wanted:
+            raise SeawallError(
+                f"{output} holds a model trained with another recipe (first difference: "
+                f"{_first_difference(finished.get('config'), wanted)}); pick another output folder or delete it"
+            )
+        return finished
     if not examples:
         raise SeawallError("no training examples; check the data options of the recipe")
     started = time.time()

@@ -75,11 +75,17 @@ class SafeGene(Method):
         if self.config.calibrate is not None:
             (shots,) = self._need(inputs, "shots")
             result = calibrate(
-                adapter, target, shots, self.config.calibrate, tokenizer=inputs.get("tokenizer")
+                adapter,
+                target,
+                shots,
+                self.config.calibrate,
+                tokenizer=inputs.get("tokenizer"),
+                aligned=inputs.get("aligned"),
             )
             report["coefficients"] = result.coefficients
             report["calibration_seconds"] = result.seconds
             report["loss"] = {"initial": result.initial_loss, "final": result.final_loss}
+            report["refusal_targets"] = adapter.manifest.calibration.get("refusal_targets")
         out = apply_adapter(
             adapter, target, output, self.config.format, overwrite=bool(inputs.get("overwrite"))
         )
