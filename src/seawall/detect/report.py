@@ -173,7 +173,9 @@ def _train_time(run: dict, short: bool = False) -> str:
         return seconds if short else f"{seconds} s"
     if short:
         return f"{seconds} (resumed)"
-    return f"{seconds} s after resuming at step {history['resumed_from']}; earlier sessions' time not recorded"
+    return (
+        f"{seconds} s after resuming at step {history['resumed_from']}; earlier sessions' time not recorded"
+    )
 
 
 def _seen_rows(run: dict[str, Any]) -> str:

@@ -150,7 +150,9 @@ def calibrate(
     lambda_retain: float = typer.Option(None, "--lambda", help="Weight of the retain KL."),
     max_epochs: int = typer.Option(None, "--epochs"),
     refusals: str = typer.Option(
-        None, "--refusals", help="Refusal targets: 'templates', or 'aligned' (A's own refusals; needs --aligned)."
+        None,
+        "--refusals",
+        help="Refusal targets: 'templates', or 'aligned' (A's own refusals; needs --aligned).",
     ),
     aligned: str = typer.Option(None, "--aligned", help="Aligned model A (for --refusals aligned)."),
     config: Path = typer.Option(None, "--config", help="CalibrateConfig YAML."),
