@@ -308,6 +308,8 @@ def plot_scatter(results: dict, path: Path, judge: str) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     methods = sorted({r["method"] for r in results["rows"] if r["model"] == "target"})
     markers = dict(zip(methods, "os^Dvx*P", strict=False))
+    # One colour per method too: matplotlib's colour cycle advances per call, so it would vary within a method.
+    colours = dict(zip(methods, plt.get_cmap("tab10").colors, strict=False))
     for row in results["rows"]:
         if row["model"] != "target" or row.get(f"hrr_{judge}") is None:
             continue
@@ -315,6 +317,7 @@ def plot_scatter(results: dict, path: Path, judge: str) -> None:
             100 * row[f"utility_{row['task']}"],
             100 * row[f"hrr_{judge}"],
             marker=markers[row["method"]],
+            color=colours[row["method"]],
             label=row["method"],
         )
         ax.annotate(
