@@ -38,8 +38,10 @@ def demo_config(output: str, max_steps: int | None = None, max_rows: int | None 
         params=params,
         data=DataMix(
             sets=["securebreak"],
-            benign_compliant=300,
-            harmful_refusals=100,
+            # 600 / 200 rather than 300 / 100: a third as many held-out benign answers flagged at the same SecureBreak
+            # F1 (scripts/demo_counterexamples.py, docs/results/detector/demo_counterexamples.json).
+            benign_compliant=600,
+            harmful_refusals=200,
             max_dev_rows={"securebreak": max_rows} if max_rows else {},
         ),
         output=output,
