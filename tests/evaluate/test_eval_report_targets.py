@@ -88,3 +88,11 @@ def test_recovery_over_a_gap_within_noise_is_marked():
     sst2 = next(line for line in text.splitlines() if line.startswith("| 5% | safegene |") and "89.0" in line)
     assert "1.00 †" in boolq
     assert "0.75 |" in sst2 and "†" not in sst2
+
+
+def test_report_names_the_sample_it_was_measured_on():
+    settings = {"n_harmful_per_suite": 30, "n_benign_per_suite": None, "n_task": 200, "detector": "det/x"}
+    text = markdown({"name": "t", "rows": _rows(), "config": {"eval": settings}}, {})
+    line = next(line for line in text.splitlines() if line.startswith("Measured on"))
+    assert line.startswith("Measured on 30 harmful prompts from each of ")
+    assert "all benign prompts" in line and "200 task examples" in line and "`det/x`" in line
