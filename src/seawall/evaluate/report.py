@@ -176,16 +176,7 @@ def summary_lines(rows: list[dict], judges: list[str]) -> list[str]:
         ratios = [_utility_ratio(t[method], t.get("none")) for t in targets.values() if method in t]
         times = [r.get("method_wall_s") for r in mine]
         peaks = [r.get("method_peak_rss_mib") for r in mine if r.get("method_peak_rss_mib") is not None]
-        recoveries = [
-            _mean(
-                [
-                    t[method].get(f"recovery_{j}")
-                    for k, t in targets.items()
-                    if method in t and k in well_posed[j]
-                ]
-            )
-            for j in judges
-        ]
+        recoveries = [_mean(_recoveries(targets, method, j, well_posed[j])) for j in judges]
         cells = [
             method,
             *[_pct(_mean([r.get(f"hrr_{j}") for r in mine])) for j in judges],
@@ -219,6 +210,20 @@ def _well_posed(rows: list[dict], judge: str) -> set[tuple[str, float]]:
         for key, methods in _by_target(rows).items()
         if "none" in methods and _clearly_above(methods["none"], aligned, f"hrr_{judge}")
     }
+
+
+def _recoveries(
+    targets: dict[tuple[str, float], dict[str, dict]],
+    method: str,
+    judge: str,
+    only: set[tuple[str, float]] | None = None,
+) -> list[float]:
+    """`method`'s defined recoveries under `judge`, over the targets in `only` (all targets when None)."""
+    return [
+        t[method][f"recovery_{judge}"]
+        for key, t in targets.items()
+        if method in t and t[method].get(f"recovery_{judge}") is not None and (only is None or key in only)
+    ]
 
 
 def target_lines(rows: list[dict], judges: list[str], method: str = "safegene") -> list[str]:
@@ -291,10 +296,8 @@ def target_lines(rows: list[dict], judges: list[str], method: str = "safegene") 
                         len(wins) >= min(2, len(tasks)),
                     )
                 )
-            well_posed = _well_posed(rows, judge)
-            recoveries = {k: t[method].get(f"recovery_{judge}") for k, t in targets.items() if method in t}
-            kept = [r for k, r in recoveries.items() if k in well_posed and r is not None]
-            every = [r for r in recoveries.values() if r is not None]
+            kept = _recoveries(targets, method, judge, _well_posed(rows, judge))
+            every = _recoveries(targets, method, judge)
             mean = _mean(kept)
             measured = "–" if mean is None else f"{mean:.2f} over {len(kept)} targets clearly above A"
             if len(every) > len(kept):
