@@ -64,20 +64,35 @@ def degrade(
 @app.command()
 def customize(
     output: str = OutOpt,
-    task: str = typer.Option("sst2", "--task", help="sst2, ag_news or boolq."),
-    harmful_share: float = typer.Option(
-        0.0, "--harmful-share", help="Share of task examples replaced by unsafe pairs."
+    task: str | None = typer.Option(
+        None, "--task", help="sst2, ag_news or boolq (default: the config's, else sst2)."
     ),
-    n_train: int = typer.Option(400, "--n-train", help="Training examples."),
+    harmful_share: float | None = typer.Option(
+        None,
+        "--harmful-share",
+        help="Share of task examples replaced by unsafe pairs (default: the config's, else 0).",
+    ),
+    n_train: int | None = typer.Option(
+        None, "--n-train", help="Training examples (default: the config's, else 400)."
+    ),
     model: str | None = ModelOpt,
     config: str | None = ConfigOpt,
     data_dir: str | None = DataOpt,
 ) -> None:
     """Task fine-tuning (LoRA kept in OUTPUT/adapter, merged in OUTPUT/model), optionally with harmful pairs mixed in."""
+    from seawall.errors import SeawallError
     from seawall.lab import recipes
     from seawall.lab.config import CustomizeRecipe, load_yaml
 
     recipe = load_yaml(CustomizeRecipe, config, model=model, data_dir=data_dir)
-    data = recipe.data.model_copy(update={"task": task, "harmful_share": harmful_share, "n_train": n_train})
-    recipe = CustomizeRecipe.model_validate({**recipe.model_dump(), "data": data.model_dump()})
+    # Flags override the config file only when given, so a recipe file's data section is not silently replaced.
+    flags = {"task": task, "harmful_share": harmful_share, "n_train": n_train}
+    given = {name: value for name, value in flags.items() if value is not None}
+    if given:
+        try:
+            recipe = CustomizeRecipe.model_validate(
+                {**recipe.model_dump(), "data": {**recipe.data.model_dump(), **given}}
+            )
+        except ValueError as error:
+            raise SeawallError(f"invalid --task/--harmful-share/--n-train: {error}") from error
     _summary(recipes.customize(recipe, output))
