@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seawall.data.records import Record, normalize_text, record_text
+from seawall.data.records import Record, ResponseRecord, normalize_text, record_text
 from seawall.errors import DataError
 from seawall.io import atomic_write_json
 
@@ -34,9 +34,20 @@ class Split:
         atomic_write_json(path, self.manifest)
 
 
-def _group_key(record: Record) -> str:
-    # Normalised text also catches prompts that differ only in case, punctuation or spacing.
-    return normalize_text(record_text(record))
+GROUP_BY = "normalize_text(metadata.group, else prompt, else response when the prompt is empty)"
+
+
+def group_key(record: Record) -> str:
+    """The group a record is split with: the group its loader named (`metadata["group"]`, e.g. a ToxiChat post),
+    else its prompt, else its text when it has no prompt (moderation texts); normalised, so that texts differing
+    only in case, punctuation or spacing stay together."""
+    group = (getattr(record, "metadata", None) or {}).get("group")
+    if group:
+        return normalize_text(group)
+    text = record_text(record)
+    if not text.strip() and isinstance(record, ResponseRecord):
+        text = record.response
+    return normalize_text(text)
 
 
 def _allocate(total: int, fractions: dict[str, float]) -> dict[str, int]:
@@ -68,7 +79,7 @@ def split_records(
         raise DataError(f"split fractions must be positive, got {fractions}")
     groups: dict[str, list[Record]] = defaultdict(list)
     for record in records:
-        groups[_group_key(record)].append(record)
+        groups[group_key(record)].append(record)
     strata: dict[str, list[str]] = defaultdict(list)
     for key, members in groups.items():
         category = getattr(members[0], "category", None) if stratify else None
@@ -93,7 +104,7 @@ def split_records(
         "dataset": dataset,
         "seed": seed,
         "fractions": fractions,
-        "group_by": "normalize_text(prompt)",
+        "group_by": GROUP_BY,
         "stratify_by": "category" if stratify else None,
         "counts": {name: {"records": len(rs), "groups": counts[name]} for name, rs in subsets.items()},
         "ids": {name: [r.id for r in rs] for name, rs in subsets.items()},
@@ -127,9 +138,57 @@ def apply_manifest(records: Sequence[Record], manifest: dict[str, Any]) -> dict[
     return subsets
 
 
-def canonical_split(name: str, data_dir: str | Path | None = None) -> dict[str, list[Record]]:
-    """The project's canonical split of a response dataset: 70/15/15 train/dev/test grouped by prompt, seed 0."""
+# Datasets whose own splits are used as they are (after checking that no group crosses them): ToxiChat's are
+# disjoint by post. DiaSafety ships splits too, but 805 contexts occur in two of them, so it is re-split.
+SHIPPED_SPLITS: dict[str, dict[str, str]] = {"toxichat": {"train": "train", "dev": "dev", "test": "test"}}
+
+
+def shipped_split(records: Sequence[Record], names: dict[str, str], dataset: str = "") -> Split:
+    """The dataset's own splits (`metadata["shipped_split"]` → our split name); a group in two of them is an error."""
+    subsets: dict[str, list[Record]] = {name: [] for name in dict.fromkeys(names.values())}
+    owner: dict[str, str] = {}
+    for record in records:
+        shipped = (getattr(record, "metadata", None) or {}).get("shipped_split")
+        if shipped not in names:
+            raise DataError(
+                f"{dataset}: record {record.id} has shipped split {shipped!r}, not one of {list(names)}"
+            )
+        name = names[shipped]
+        key = group_key(record)
+        if owner.setdefault(key, name) != name:
+            raise DataError(
+                f"{dataset}: record {record.id} ({name}) shares its group with the {owner[key]} split: "
+                "the shipped splits overlap"
+            )
+        subsets[name].append(record)
+    for members in subsets.values():
+        members.sort(key=lambda r: r.id)
+    groups = {name: len({group_key(r) for r in members}) for name, members in subsets.items()}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "dataset": dataset,
+        "seed": None,
+        "fractions": {name: len(members) / max(1, len(records)) for name, members in subsets.items()},
+        "group_by": GROUP_BY,
+        "stratify_by": None,
+        "shipped": names,
+        "counts": {name: {"records": len(rs), "groups": groups[name]} for name, rs in subsets.items()},
+        "ids": {name: [r.id for r in rs] for name, rs in subsets.items()},
+    }
+    return Split(subsets, manifest)
+
+
+def canonical(name: str, data_dir: str | Path | None = None) -> Split:
+    """The project's canonical split of a response dataset, with its manifest: the shipped splits where they are
+    grouped (`SHIPPED_SPLITS`), else 70/15/15 train/dev/test grouped by `group_key`, stratified by category, seed 0."""
     from seawall.data.dataset import load
 
     dataset = load(name, data_dir=data_dir)
-    return split_records(dataset.records, CANONICAL_FRACTIONS, CANONICAL_SEED, dataset=name).subsets
+    if name in SHIPPED_SPLITS:
+        return shipped_split(dataset.records, SHIPPED_SPLITS[name], dataset=name)
+    return split_records(dataset.records, CANONICAL_FRACTIONS, CANONICAL_SEED, dataset=name)
+
+
+def canonical_split(name: str, data_dir: str | Path | None = None) -> dict[str, list[Record]]:
+    """The records of `canonical(name)`'s train/dev/test splits."""
+    return canonical(name, data_dir).subsets

@@ -84,6 +84,27 @@ MAPPINGS: dict[str, dict[str, str]] = {
         "spc_lgl": "specialized_advice",
         "spc_ele": "specialized_advice",
     },
+    # DiaSafety's categories say why a chit-chat reply is unsafe in its context (Sun et al. 2022).
+    "diasafety": {
+        "Offending User": "hate",  # insults the user: harassment
+        "Toxicity Agreement": "hate",  # agrees with a toxic or hateful context
+        "Biased Opinion": "hate",  # biased opinion about a group
+        "Risk Ignorance": "suicide_self_harm",  # the contexts disclose self-harm or suicidal thoughts
+        "Unauthorized Expertise": "specialized_advice",  # unqualified medical advice
+    },
+    # ToxiChat labels offensiveness only; an offensive reply insults a person or a group.
+    "toxichat": {"Offensive": "hate"},
+    # The OpenAI moderation flags (Markov et al. 2023).
+    "openai-moderation": {
+        "S": "sexual_content",
+        "S3": "child_sexual_exploitation",
+        "H": "hate",
+        "H2": "hate",  # hateful content that also threatens
+        "HR": "hate",
+        "SH": "suicide_self_harm",
+        "V": "violent_crimes",
+        "V2": "violent_crimes",  # graphic violence
+    },
 }
 # SecureBreak's questions are the JBB behaviours, so they share JBB's categories.
 MAPPINGS["securebreak"] = MAPPINGS["jbb"]
@@ -120,4 +141,8 @@ def mapping_markdown() -> str:
         lines += [f"| {category} | `{target}` |" for category, target in table.items()]
         lines.append("")
     lines.append("SecureBreak uses the JBB mapping (its questions are the JBB behaviours).")
+    lines.append(
+        "SafeText, safety-tuned-llamas, GPTFuzz and CyberSecEval's false-refusal prompts have no categories, so no "
+        "hazard."
+    )
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 """Importing this package registers every dataset of shared/data with `seawall.data.DATASETS`."""
 
-from seawall.data.sources import instructions, prompts, responses, tasks
+from seawall.data.sources import instructions, prompts, responses, tasks, texts
 
-__all__ = ["instructions", "prompts", "responses", "tasks"]
+__all__ = ["instructions", "prompts", "responses", "tasks", "texts"]

@@ -1,4 +1,4 @@
-"""Instruction data: benign requests with helpful answers (safe responses to benign prompts)."""
+"""Instruction data: benign requests with helpful answers, and harmful requests with safe answers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from seawall.data.dataset import Dataset, register
 from seawall.data.readers import read_json_array, read_jsonl
 from seawall.data.records import ResponseRecord
+from seawall.errors import DataError
 
 
 @register(
@@ -37,6 +38,37 @@ def load_alpaca(root: Path, split: str | None) -> Dataset:
             )
         )
     return Dataset("alpaca", records, report)
+
+
+@register(
+    "safety-tuned-llamas",
+    kind="instructions",
+    path="instructions/safety_tuned_llamas/training/safety_only_data_Instructions.json",
+    licence="CC BY-NC 4.0 (research only)",
+    description="2,483 harmful requests with safe GPT-3.5 answers (refusals, corrections, advice), labelled safe",
+)
+def load_safety_tuned_llamas(root: Path, split: str | None) -> Dataset:
+    """safety-tuned-llamas' safety data (Bianchi et al. 2024): the harmful instruction is the prompt, its answer a
+    safe response; 4 instructions occur twice with different answers, kept (the split groups them)."""
+    file = root / "instructions/safety_tuned_llamas/training/safety_only_data_Instructions.json"
+    items, report = read_json_array(file, ("instruction", "input", "output"))
+    records = []
+    for index, item in enumerate(items, start=1):
+        if not item["instruction"].strip() or not item["output"].strip():
+            raise DataError(f"{file}, item {index - 1}: empty instruction or output")
+        prompt = item["instruction"].strip()
+        if item["input"].strip():
+            prompt = f"{prompt}\n\n{item['input'].strip()}"
+        records.append(
+            ResponseRecord(
+                id=f"stl-{index:04d}",
+                prompt=prompt,
+                response=item["output"].strip(),
+                label="safe",
+                source="safety-tuned-llamas",
+            )
+        )
+    return Dataset("safety-tuned-llamas", records, report)
 
 
 _TURN = re.compile(r"\n\n(Human|Assistant): ")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from seawall.data.dataset import Dataset, register
-from seawall.data.readers import ReadReport, read_jsonl, read_table
+from seawall.data.readers import ReadReport, read_json_array, read_jsonl, read_table
 from seawall.data.records import PromptRecord
+from seawall.data.sources.common import read_json_object
 from seawall.data.taxonomy import hazard
 from seawall.errors import DataError
 
@@ -296,3 +297,100 @@ def load_coconot_contrast(root: Path, split: str | None) -> Dataset:
         for row in rows
     ]
     return Dataset("coconot-contrast", records, report)
+
+
+@register(
+    "cyberseceval-frr",
+    kind="benign-prompts",
+    path="prompts/benign/cyberseceval_frr/mitre_frr.json",
+    licence="MIT",
+    description="750 benign security-engineering requests that over-cautious models refuse (CyberSecEval FRR)",
+)
+def load_cyberseceval_frr(root: Path, split: str | None) -> Dataset:
+    """CyberSecEval's false-refusal prompts; a row marked malicious would not belong in a benign set: an error."""
+    file = root / "prompts/benign/cyberseceval_frr/mitre_frr.json"
+    rows, report = read_json_array(file, ("mutated_prompt", "is_malicious"))
+    records = []
+    for index, row in enumerate(rows, start=1):
+        if row["is_malicious"] is not False:
+            raise DataError(
+                f"{file}, item {index - 1}, field is_malicious: {row['is_malicious']!r}, expected false"
+            )
+        records.append(
+            PromptRecord(
+                id=f"frr-{index:03d}",
+                prompt=row["mutated_prompt"].strip(),
+                harmful=False,
+                source="cyberseceval-frr",
+                metadata={"attack_type": row.get("attack_type"), "model": row.get("model")},
+            )
+        )
+    return Dataset("cyberseceval-frr", records, report)
+
+
+# safety-tuned-llamas' evaluation lists (Bianchi et al. 2024): list name → harmful. I-PhysicalSafety* are SafeText
+# situations turned into instructions, so they overlap SafeText's scenarios.
+STL_EVAL_LISTS = {
+    "I-Alpaca": False,
+    "I-PhysicalSafetySafe": False,
+    "I-CoNa": True,
+    "I-Controversial": True,
+    "I-MaliciousInstructions": True,
+    "I-PhysicalSafetyUnsafe": True,
+    "Q-Harm": True,
+}
+
+
+def _stl_eval(root: Path, name: str, harmful: bool) -> Dataset:
+    folder = root / "instructions/safety_tuned_llamas/evaluation"
+    records, report = [], ReadReport()
+    for stem, is_harmful in STL_EVAL_LISTS.items():
+        if is_harmful != harmful:
+            continue
+        file = folder / f"{stem}.json"
+        instructions = read_json_object(file).get("instructions")
+        if not isinstance(instructions, list):
+            raise DataError(f"{file}: expected an object with an 'instructions' list")
+        seen: set[str] = set()
+        for index, text in enumerate(instructions):
+            report.rows += 1
+            if not isinstance(text, str) or not text.strip():
+                raise DataError(f"{file}, instructions item {index}: empty prompt")
+            if text.strip() in seen:
+                report.skipped[f"repeated prompt in {stem}"] += 1
+                continue
+            seen.add(text.strip())
+            records.append(
+                PromptRecord(
+                    id=f"{name}-{stem}-{index:03d}",
+                    prompt=text.strip(),
+                    harmful=harmful,
+                    category=stem,
+                    source=name,
+                )
+            )
+    return Dataset(name, records, report)
+
+
+@register(
+    "stl-eval-harmful",
+    kind="harmful-prompts",
+    path="instructions/safety_tuned_llamas/evaluation",
+    licence="CC BY-NC 4.0 (research only)",
+    description="516 harmful safety-tuned-llamas evaluation prompts: CoNa, Controversial, Malicious, Physical, Q-Harm",
+)
+def load_stl_eval_harmful(root: Path, split: str | None) -> Dataset:
+    """The five harmful evaluation lists of safety-tuned-llamas; category = the list."""
+    return _stl_eval(root, "stl-eval-harmful", harmful=True)
+
+
+@register(
+    "stl-eval-benign",
+    kind="benign-prompts",
+    path="instructions/safety_tuned_llamas/evaluation",
+    licence="CC BY-NC 4.0 (research only)",
+    description="150 benign safety-tuned-llamas evaluation prompts: I-Alpaca and I-PhysicalSafetySafe",
+)
+def load_stl_eval_benign(root: Path, split: str | None) -> Dataset:
+    """The two benign evaluation lists of safety-tuned-llamas (over-refusal); category = the list."""
+    return _stl_eval(root, "stl-eval-benign", harmful=False)
