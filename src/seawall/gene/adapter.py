@@ -62,6 +62,23 @@ def group_key(module: str, per_module_type: bool) -> str:
     return f"{layer}.{module_type(module)}" if per_module_type else str(layer)
 
 
+def module_coefficients(
+    modules: list[str],
+    layers: list[int] | None,
+    groups: dict[str, float] | None = None,
+    per_module_type: bool = False,
+) -> dict[str, float]:
+    """α per module: the fitted α of its group (0 when its group was not fitted), else 1 on `layers` and 0 elsewhere.
+
+    `layers` None means no selection: every module gets 1. Callers pass one run's selection and fit explicitly,
+    so a run never picks up another run's coefficients from a shared manifest.
+    """
+    if groups:
+        return {m: float(groups.get(group_key(m, per_module_type), 0.0)) for m in modules}
+    chosen = None if layers is None else set(layers)
+    return {m: 1.0 if chosen is None or layer_index(m) in chosen else 0.0 for m in modules}
+
+
 class ModuleInfo(BaseModel):
     """What the adapter holds for one module."""
 
@@ -167,20 +184,14 @@ class SafetyAdapter:
 
     # ---- coefficients --------------------------------------------------------------------------------------
     def coefficients(self) -> dict[str, float]:
-        """Effective coefficient per module: calibrated α, else 1 on selected layers (all layers if none selected)."""
+        """The coefficient per module recorded in the manifest (what `gene calibrate` then `gene apply` use)."""
         manifest = self.manifest
-        per_type = bool(manifest.calibration.get("per_module_type"))
-        selected = set(manifest.selected_layers) if manifest.selected_layers is not None else None
-        out: dict[str, float] = {}
-        for module in self.modules:
-            layer = layer_index(module)
-            if manifest.coefficients:
-                out[module] = float(manifest.coefficients.get(group_key(module, per_type), 0.0))
-            elif selected is None or layer in selected:
-                out[module] = 1.0
-            else:
-                out[module] = 0.0
-        return out
+        return module_coefficients(
+            self.modules,
+            manifest.selected_layers,
+            manifest.coefficients or None,
+            bool(manifest.calibration.get("per_module_type")),
+        )
 
     def check_compatible(self, shapes: dict[str, Any], what: str) -> None:
         """Raise ModelError naming the first module whose shape differs from (or is missing in) `shapes`."""

@@ -347,11 +347,16 @@ class CalibrationResult:
     fit_seconds: float = 0.0
     cached_prefix: bool = False
     first_layer: int | None = None
+    layers: list[int] | None = None
+    per_module_type: bool = False
+    record: dict[str, Any] = field(
+        default_factory=dict
+    )  # settings, curves, target and shots: the manifest entry
 
 
-def selected_modules(adapter: SafetyAdapter) -> list[str]:
-    """The adapter's modules on its selected layers (all block modules when no selection is recorded)."""
-    chosen = adapter.manifest.selected_layers
+def selected_modules(adapter: SafetyAdapter, layers: list[int] | None = None) -> list[str]:
+    """The adapter's block modules on `layers` (default: its recorded selection; all block modules when None)."""
+    chosen = adapter.manifest.selected_layers if layers is None else layers
     return [
         m
         for m in adapter.modules
@@ -518,9 +523,14 @@ def calibrate(
     tokenizer: Any = None,
     progress: bool = True,
     aligned: str | Path | torch.nn.Module | None = None,
+    layers: list[int] | None = None,
+    record: bool = True,
 ) -> CalibrationResult:
-    """Fit the adapter's coefficients on target T from few shots; records them in the manifest (saved if on disk).
+    """Fit the adapter's coefficients on target T from few shots, on `layers` (default: the recorded selection).
 
+    With `record` (the step-by-step `gene calibrate` → `gene apply` workflow) the coefficients and the calibration
+    go into the manifest (saved if on disk); without, the manifest is left alone and the caller applies
+    `result.coefficients` itself, so runs sharing one adapter never see each other's fit.
     `aligned` (A) is needed only when `config.refusals` is 'aligned'.
     """
     config = config or CalibrateConfig()
@@ -533,7 +543,9 @@ def calibrate(
             raise ModelError("pass the tokenizer when the target is an in-memory model")
         tokenizer = load_tokenizer(target)
     loaded = time.perf_counter()
-    modules = selected_modules(adapter)
+    if layers is None:
+        layers = adapter.manifest.selected_layers
+    modules = selected_modules(adapter, layers)
     forward = DeltaForward(model, adapter, modules, config.per_module_type)
     data = prepare_data(model, tokenizer, shots, config, aligned)
     objective = CalibrationObjective(forward, data, config)
@@ -542,12 +554,13 @@ def calibrate(
     result = fit_coefficients(objective, config, progress=progress)
     result.prepare_seconds = prepare_seconds
     result.seconds = time.perf_counter() - started
-    manifest = adapter.manifest
-    manifest.coefficients = result.coefficients
-    manifest.calibration = {
+    result.layers = None if layers is None else list(layers)
+    result.per_module_type = config.per_module_type
+    result.record = {
         **config.model_dump(mode="json"),
         "target": str(target) if not isinstance(target, torch.nn.Module) else "<in-memory model>",
         "target_fingerprint": _target_digest(target),
+        "layers": result.layers,
         "modules_by_type": sorted({module_type(m) for m in modules}),
         "loss_curve": result.loss_curve,
         "step_losses": result.step_losses,
@@ -563,8 +576,11 @@ def calibrate(
         "shots": shots.record(),
         "refusal_targets": data.refusal_source,
     }
-    if adapter.path is not None:
-        adapter.save_manifest()
+    if record:
+        adapter.manifest.coefficients = result.coefficients
+        adapter.manifest.calibration = result.record
+        if adapter.path is not None:
+            adapter.save_manifest()
     return result
 
 

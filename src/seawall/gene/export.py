@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from seawall.errors import ModelError
-from seawall.gene.adapter import MANIFEST_NAME, SafetyAdapter, write_peft_lora
+from seawall.gene.adapter import MANIFEST_NAME, Manifest, SafetyAdapter, write_peft_lora
 from seawall.gene.modeling import resolve
 from seawall.io import atomic_dir, atomic_write_json
 from seawall.models.checkpoint import DEFAULT_SHARD_BYTES, open_checkpoint
@@ -104,10 +104,15 @@ def apply(
     overwrite: bool = False,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
     progress: bool = True,
+    manifest: Manifest | None = None,
 ) -> Path:
-    """Write T' = T + Σ α·τ as a merged HF folder or a PEFT adapter stacking on T; returns the output folder."""
+    """Write T' = T + Σ α·τ as a merged HF folder or a PEFT adapter stacking on T; returns the output folder.
+
+    `coefficients` (per module) default to the manifest's recorded ones; `manifest` is the one written beside the
+    output (default: the adapter's), so a run can record its own selection and fit there.
+    """
     coefficients = coefficients if coefficients is not None else adapter.coefficients()
-    manifest = adapter.manifest.model_dump(mode="json")
+    manifest = (manifest or adapter.manifest).model_dump(mode="json")
     manifest["applied"] = {"target": str(target), "format": format, "coefficients": coefficients}
     if format == "merged":
         target_path = resolve(target)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from seawall.gene.adapter import MANIFEST_NAME, SafetyAdapter
+from seawall.gene.adapter import MANIFEST_NAME, SafetyAdapter, module_coefficients
 from seawall.gene.calibration import calibrate, plot_loss_curve
 from seawall.gene.config import Recipe, load_yaml_config
 from seawall.gene.export import apply
@@ -89,7 +89,8 @@ def run_recipe(
                 shots=shots,
                 overwrite=recipe.overwrite,
             )
-        if recipe.select is not None:
+        # This run's selection and fit are handed on explicitly (and recorded in the recipe's adapter folder).
+        layers = (
             select_layers(
                 adapter,
                 shots,
@@ -98,13 +99,19 @@ def run_recipe(
                 model=p["degraded"],
                 config=recipe.select,
             )
-        result = calibrate(adapter, p["target"], shots, recipe.calibrate, aligned=p["aligned"])
+            if recipe.select is not None
+            else adapter.manifest.selected_layers
+        )
+        result = calibrate(adapter, p["target"], shots, recipe.calibrate, aligned=p["aligned"], layers=layers)
         plot_loss_curve(result, adapter_dir / "calibration_loss.png")
         out = apply(
             adapter,
             p["target"],
             output,
             recipe.apply.format,
+            coefficients=module_coefficients(
+                adapter.modules, layers, result.coefficients, result.per_module_type
+            ),
             overwrite=recipe.overwrite,
             max_shard_bytes=recipe.apply.max_shard_bytes,
         )
@@ -112,7 +119,7 @@ def run_recipe(
             output=str(out),
             format=recipe.apply.format,
             adapter=str(adapter_dir),
-            selected_layers=adapter.manifest.selected_layers,
+            selected_layers=layers,
             coefficients=result.coefficients,
             loss={"initial": result.initial_loss, "final": result.final_loss, "curve": result.loss_curve},
             calibration_seconds=result.seconds,

@@ -12,6 +12,7 @@ Selection: top-k, or the fewest best layers whose positive scores reach a share 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,7 @@ def _scaled(values: list[float]) -> list[float]:
     return [v / top if top > 0 else 0.0 for v in values]
 
 
-def select_layers(
+def score_layers(
     adapter: SafetyAdapter,
     shots: Shots,
     aligned: Any = None,
@@ -143,10 +144,9 @@ def select_layers(
     model: Any = None,
     tokenizer: Any = None,
     config: SelectConfig | None = None,
-    plot: str | Path | None = None,
     progress: bool = True,
-) -> list[int]:
-    """Score layers, record scores and the selection in the manifest (saved if on disk), plot them; return layers."""
+) -> dict[str, list[float]]:
+    """The layer scores `config.score` needs ({name: one value per layer}); the manifest is not touched."""
     config = config or SelectConfig()
     tokenizer = tokenizer or load_tokenizer(aligned or model)
     scores: dict[str, list[float]] = {}
@@ -170,12 +170,42 @@ def select_layers(
         n = max(len(a), len(b))
         a, b = a + [0.0] * (n - len(a)), b + [0.0] * (n - len(b))
         scores["both"] = [(x + y) / 2 for x, y in zip(a, b, strict=True)]
-    used = scores[config.score]
-    layers = [i for i in choose_layers(used, config.top_k, config.cumulative) if i in set(adapter.layers)]
+    return scores
+
+
+def pick_layers(adapter: SafetyAdapter, scores: dict[str, list[float]], config: SelectConfig) -> list[int]:
+    """The layers `config` keeps from `scores`, restricted to the layers the adapter touches."""
+    touched = set(adapter.layers)
+    return [i for i in choose_layers(scores[config.score], config.top_k, config.cumulative) if i in touched]
+
+
+def selection_record(config: SelectConfig, shots: Shots) -> dict[str, Any]:
+    """What a selection was made with (the manifest's `selection`): its settings and the shots' record."""
+    return json.loads(json.dumps({**config.model_dump(mode="json"), "shots": shots.record()}))
+
+
+def select_layers(
+    adapter: SafetyAdapter,
+    shots: Shots,
+    aligned: Any = None,
+    degraded: Any = None,
+    model: Any = None,
+    tokenizer: Any = None,
+    config: SelectConfig | None = None,
+    plot: str | Path | None = None,
+    progress: bool = True,
+) -> list[int]:
+    """Score layers, record scores and the selection in the manifest (saved if on disk), plot them; return layers.
+
+    Recording clears the manifest's coefficients: they were fitted on another selection.
+    """
+    config = config or SelectConfig()
+    scores = score_layers(adapter, shots, aligned, degraded, model, tokenizer, config, progress)
+    layers = pick_layers(adapter, scores, config)
     manifest = adapter.manifest
     manifest.layer_scores = scores
     manifest.selected_layers = layers
-    manifest.selection = {**config.model_dump(mode="json"), "shots": shots.record()}
+    manifest.selection = selection_record(config, shots)
     manifest.coefficients = {}
     if adapter.path is not None:
         adapter.save_manifest()
