@@ -39,13 +39,18 @@ def load_causal_lm(ref: str | Path | torch.nn.Module, dtype: torch.dtype = torch
         base_ref = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
         if not base_ref:
             raise ModelError(f"{path}: PEFT adapter without base_model_name_or_path; pass the base model")
+        if not (path / "adapter_model.safetensors").is_file():
+            raise ModelError(f"{path}: no adapter_model.safetensors (only safetensors adapters are loaded)")
         base = load_causal_lm(base_ref, dtype)
         model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
     else:
+        # Weights from safetensors only: a pickle (pytorch_model.bin) can execute code when loaded.
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=dtype, use_safetensors=True, trust_remote_code=False
+            )
         except OSError as error:
-            raise ModelError(f"{path}: cannot load a causal LM ({error})") from error
+            raise ModelError(f"{path}: cannot load a causal LM from safetensors ({error})") from error
     model.eval()
     model.requires_grad_(False)
     return model
@@ -59,7 +64,7 @@ def load_tokenizer(ref: str | Path) -> Any:
     adapter_config = path / "adapter_config.json"
     if not any(path.glob("tokenizer*")) and adapter_config.is_file():
         path = resolve(json.loads(adapter_config.read_text())["base_model_name_or_path"])
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
