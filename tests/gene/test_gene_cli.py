@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import yaml
 from typer.testing import CliRunner
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from seawall.gene.cli import app
 
 runner = CliRunner()
+SRC = Path(__file__).resolve().parents[2] / "src"
 SHOTS = ["--n-harmful", "4", "--n-benign", "4"]
 
 
@@ -74,13 +76,14 @@ def test_run_recipe_safegene_and_baseline(trio, tmp_path):
 
 
 def test_cli_error_is_one_red_line(tmp_path):
-    env = {**os.environ, "PYTHONPATH": "src"}
+    # An absolute path: the subprocess must import this checkout whatever directory pytest runs from.
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
     proc = subprocess.run(
         [sys.executable, "-m", "seawall", "gene", "inspect", str(tmp_path / "missing")],
         capture_output=True,
         text=True,
         env=env,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().startswith("error:") and "not a safety adapter" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -115,12 +115,52 @@ def test_resta_adds_beta_tau_everywhere(trio, tmp_path):
     assert torch.equal(out["model.embed_tokens.weight"], t["model.embed_tokens.weight"])
 
 
-def test_resta_tuned_beta_picks_lowest_loss(trio, shots, tmp_path):
-    result = get_method("resta")(
-        {"tune": True, "betas": [0.0, 1.0], "calibrate": {"response_tokens": 4, "max_length": 64}}
-    ).apply(trio["T"], tmp_path / "out", aligned=trio["A"], degraded=trio["D"], shots=shots)
-    losses = {float(k): v for k, v in result.report["tuning"]["losses"].items()}
-    assert result.report["beta"] == min(losses, key=losses.get)
+def _loss_of_merged_model(trio, beta, data, lam):
+    """Refusal CE + λ·KL(T ‖ T') of T + β·(A − D), from a full forward of a model with the weights merged in."""
+    import torch.nn.functional as F
+    from transformers import LlamaForCausalLM
+
+    a, d = (trio["models"][k].state_dict() for k in "AD")
+    model = LlamaForCausalLM.from_pretrained(trio["T"]).eval()
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if ".layers." in name and weight.dim() == 2:
+                weight.add_(beta * (a[name] - d[name]))
+
+    def positions(model, batch):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        keep = batch["labels"][:, 1:] != -100
+        return logits[:, :-1][keep].float(), batch["labels"][:, 1:][keep]
+
+    with torch.no_grad():
+        logits, tokens = positions(model, data.refusal)
+        refusal = F.cross_entropy(logits, tokens)
+        reference = F.log_softmax(
+            positions(LlamaForCausalLM.from_pretrained(trio["T"]).eval(), data.retain)[0], -1
+        )
+        restored = F.log_softmax(positions(model, data.retain)[0], -1)
+        kl = (reference.exp() * (reference - restored)).sum(-1).mean()
+    return float(refusal + lam * kl)
+
+
+def test_resta_tuned_beta_is_the_argmin_of_independently_computed_losses(trio, shots, tmp_path):
+    from seawall.gene.calibration import prepare_data
+    from seawall.gene.config import CalibrateConfig
+    from seawall.gene.modeling import load_causal_lm, load_tokenizer
+
+    betas = [1.0, 0.0, 4.0]  # the winner sits mid-list: neither "first" nor "last" passes by luck
+    calibration = {"response_tokens": 4, "max_length": 64}
+    result = get_method("resta")({"tune": True, "betas": betas, "calibrate": calibration}).apply(
+        trio["T"], tmp_path / "out", aligned=trio["A"], degraded=trio["D"], shots=shots
+    )
+    config = CalibrateConfig(**calibration)
+    data = prepare_data(load_causal_lm(trio["T"]), load_tokenizer(trio["T"]), shots, config)
+    losses = {b: _loss_of_merged_model(trio, b, data, config.lambda_retain) for b in betas}
+    ranked = sorted(losses, key=losses.get)
+    assert losses[ranked[1]] - losses[ranked[0]] > 1e-3  # a clear winner, so the check below can fail
+    assert result.report["beta"] == ranked[0]
+    reported = {float(k): v for k, v in result.report["tuning"]["losses"].items()}
+    assert reported == pytest.approx(losses, rel=1e-4)
 
 
 def test_registry_and_config_errors():
