@@ -104,8 +104,9 @@ def cost_section(r: dict) -> list[str]:
     ]
     if "fit_seconds" in cal:
         per_pass = cal["fit_seconds"] / max(cal["epochs"], 1)
+        n_shots = cal["shots"]["harmful"] + cal["shots"]["benign"]
         lines += [
-            f"Reading: one pass over the 64 shots (forward through the selected layers, logits at loss positions "
+            f"Reading: one pass over the {n_shots} shots (forward through the selected layers, logits at loss positions "
             f"only, backward to α) takes {per_pass:.2f} s = {per_pass / sft['seconds']:.3f} of the SFT epoch, and "
             f"L-BFGS needed {cal['epochs']} passes; preparation (T's greedy answers, prefix states, T's "
             f"log-probs) is {cal['prepare_seconds'] / max(cal['seconds'], 1e-9):.0%} of the calibration time. "
