@@ -159,3 +159,15 @@ def test_openai_backend_errors_name_the_endpoint(upstream):
     dead = load_generator("openai", base_url="http://127.0.0.1:9/v1", model="m", api_key="", timeout=2)
     with pytest.raises(GenerationError, match=r"cannot reach http://127\.0\.0\.1:9/v1"):
         dead.generate(["hello"])
+
+
+def test_openai_backend_reads_endpoint_and_key_from_the_environment(upstream, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", upstream)
+    monkeypatch.setenv("MY_ENDPOINT_KEY", "sk-env")
+    gen = load_generator("openai", model="m", api_key_env="MY_ENDPOINT_KEY")
+    assert gen.generate(["hi"]) == ["ECHO: HI"] and _Upstream.seen[-1]["auth"] == "Bearer sk-env"
+    with pytest.raises(GenerationError, match="NO_SUCH_KEY_VAR"):
+        load_generator("openai", model="m", api_key_env="NO_SUCH_KEY_VAR")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    with pytest.raises(GenerationError, match="OPENAI_BASE_URL"):
+        load_generator("openai", model="m")

@@ -21,20 +21,49 @@ OutOpt = typer.Option(None, "--output", "-o", help="Write result.json and rows.j
 DataOpt = typer.Option(None, "--data-dir", help="Shared data folder (default: ../shared/data).")
 TokensOpt = typer.Option(64, "--max-new-tokens", help="Tokens generated per answer (greedy).")
 SeedOpt = typer.Option(0, "--seed", help="Sampling seed of the prompt subsets and bootstrap.")
+BaseUrlOpt = typer.Option(
+    None,
+    "--base-url",
+    help="openai backend: the endpoint, e.g. http://127.0.0.1:8000/v1 (default $OPENAI_BASE_URL).",
+)
+KeyEnvOpt = typer.Option(
+    None,
+    "--api-key-env",
+    help="openai backend: environment variable holding the API key (default: $OPENAI_API_KEY if set).",
+)
 
 
-def _evaluator(model: str, backend: str, max_new_tokens: int, seed: int, data_dir: str | None):
+def _evaluator(
+    model: str,
+    backend: str,
+    max_new_tokens: int,
+    seed: int,
+    data_dir: str | None,
+    base_url: str | None = None,
+    api_key_env: str | None = None,
+):
+    from seawall.errors import SeawallError
     from seawall.evaluate.generate import backend_generator
     from seawall.evaluate.harness import Decoding, Evaluator
     from seawall.generation.cache import GenerationCache, model_fingerprint
 
     decoding = Decoding(max_new_tokens=max_new_tokens, task_max_new_tokens=max_new_tokens)
+    if backend != "openai" and (base_url or api_key_env):
+        raise SeawallError(f"--base-url and --api-key-env are for --backend openai, not {backend!r}")
     if backend == "transformers":
         from seawall.lab.recipes import resolve_model_dir
 
         folder = resolve_model_dir(model)
         model_id = model_fingerprint(folder)
         generate = backend_generator(folder, decoding)
+    elif backend == "openai":
+        from seawall.generation.openai_backend import resolve_api_key, resolve_base_url
+
+        url = resolve_base_url(base_url)
+        # The endpoint is part of the cache key: one model name on two servers is two models.
+        model_id = f"openai:{url}:{model}"
+        options = {"base_url": url, "api_key": resolve_api_key(api_key_env)}
+        generate = backend_generator(model, decoding, backend="openai", **options)
     else:
         model_id = f"{backend}:{model}"
         generate = backend_generator(model, decoding, backend=backend)
@@ -63,12 +92,17 @@ def safety(
     seed: int = SeedOpt,
     output: str | None = OutOpt,
     data_dir: str | None = DataOpt,
+    base_url: str | None = BaseUrlOpt,
+    api_key_env: str | None = KeyEnvOpt,
 ) -> None:
     """Harmful-response rate on HarmBench test, StrongREJECT, JBB harmful, SimpleSafetyTests, per judge."""
     from seawall.evaluate.judges import DetectorJudge, RefusalJudge, default_is_refusal
 
     judges = [RefusalJudge(default_is_refusal())] + ([DetectorJudge.load(detector)] if detector else [])
-    _emit(*_evaluator(model, backend, max_new_tokens, seed, data_dir).safety(judges, n), output)
+    _emit(
+        *_evaluator(model, backend, max_new_tokens, seed, data_dir, base_url, api_key_env).safety(judges, n),
+        output,
+    )
 
 
 @app.command()
@@ -80,12 +114,16 @@ def overrefusal(
     seed: int = SeedOpt,
     output: str | None = OutOpt,
     data_dir: str | None = DataOpt,
+    base_url: str | None = BaseUrlOpt,
+    api_key_env: str | None = KeyEnvOpt,
 ) -> None:
     """Share of benign prompts refused (XSTest safe, JBB benign, CoCoNot contrast)."""
     from seawall.evaluate.judges import default_is_refusal
 
     _emit(
-        *_evaluator(model, backend, max_new_tokens, seed, data_dir).overrefusal(default_is_refusal(), n),
+        *_evaluator(model, backend, max_new_tokens, seed, data_dir, base_url, api_key_env).overrefusal(
+            default_is_refusal(), n
+        ),
         output,
     )
 
@@ -100,9 +138,14 @@ def utility(
     seed: int = SeedOpt,
     output: str | None = OutOpt,
     data_dir: str | None = DataOpt,
+    base_url: str | None = BaseUrlOpt,
+    api_key_env: str | None = KeyEnvOpt,
 ) -> None:
     """Accuracy on each task's held-out split, answers parsed from free text."""
-    _emit(*_evaluator(model, backend, max_new_tokens, seed, data_dir).utility(task, n), output)
+    _emit(
+        *_evaluator(model, backend, max_new_tokens, seed, data_dir, base_url, api_key_env).utility(task, n),
+        output,
+    )
 
 
 @app.command()

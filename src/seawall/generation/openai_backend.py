@@ -26,6 +26,29 @@ def iter_sse_data(lines: Iterator[str]) -> Iterator[str]:
             yield data
 
 
+def resolve_base_url(base_url: str | None) -> str:
+    """`base_url`, else $OPENAI_BASE_URL (as the openai client reads it), without a trailing slash."""
+    url = base_url or os.environ.get("OPENAI_BASE_URL")
+    if not url:
+        raise GenerationError(
+            "the openai backend needs the endpoint's base URL (e.g. http://127.0.0.1:8000/v1): "
+            "pass --base-url or set OPENAI_BASE_URL"
+        )
+    return url.rstrip("/")
+
+
+def resolve_api_key(api_key_env: str | None = None) -> str | None:
+    """The key in $`api_key_env` (which must be set), else $OPENAI_API_KEY if set; local servers need none."""
+    if api_key_env is None:
+        return os.environ.get("OPENAI_API_KEY") or None
+    key = os.environ.get(api_key_env)
+    if not key:
+        raise GenerationError(
+            f"environment variable {api_key_env} (the API key's, from --api-key-env) is not set or empty"
+        )
+    return key
+
+
 @BACKENDS.register("openai")
 class OpenAIGenerator(Generator):
     """Chat completions from an OpenAI-compatible server at `base_url` (e.g. http://127.0.0.1:8000/v1)."""
@@ -34,18 +57,19 @@ class OpenAIGenerator(Generator):
 
     def __init__(
         self,
-        base_url: str,
         model: str,
+        base_url: str | None = None,
         api_key: str | None = None,
         config: GenerationConfig | None = None,
         timeout: float = 120.0,
         concurrency: int = 8,
+        api_key_env: str | None = None,
     ) -> None:
         super().__init__(config)
-        self.base_url = base_url.rstrip("/")
+        self.base_url = resolve_base_url(base_url)
         self.model = model
         self.concurrency = concurrency
-        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        key = api_key if api_key is not None else resolve_api_key(api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
 
