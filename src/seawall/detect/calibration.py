@@ -6,7 +6,9 @@
   with linear interpolation (what IsotonicRegression.predict does, with clipping at the ends).
 - thresholds: "recall" = the highest threshold whose dev recall on unsafe is ≥ target_recall (the conservative
   operating point: miss at most 1 − target of the unsafe responses); "f1" = the threshold maximising dev F1;
-  "default" = 0.5.
+  "accuracy" = the threshold maximising dev accuracy (agreement with the labels); "source_balanced" (when the dev
+  rows' sources are given) = the threshold maximising the *mean over sources* of each source's accuracy, so that
+  the largest source of a mixed dev set does not set the operating point for every kind of text; "default" = 0.5.
 """
 
 from __future__ import annotations
@@ -72,15 +74,21 @@ def apply_calibrator(calibrator: dict[str, Any], raw: np.ndarray) -> np.ndarray:
     raise SeawallError(f"unknown calibration method {method!r} in the detector config")
 
 
-def choose_thresholds(p: np.ndarray, y: np.ndarray, target_recall: float = 0.95) -> dict[str, float]:
-    """The operating thresholds on calibrated probabilities: "recall" (≥ target), "f1" (best F1), "default"."""
+def choose_thresholds(
+    p: np.ndarray, y: np.ndarray, target_recall: float = 0.95, groups: np.ndarray | None = None
+) -> dict[str, float]:
+    """The operating thresholds on calibrated probabilities: "recall" (≥ target), "f1" (best F1), "accuracy",
+    "source_balanced" (only with `groups`, one source name per row) and "default"."""
     p = np.asarray(p, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
     if not 0.0 < target_recall <= 1.0:
         raise SeawallError(f"target_recall must be in (0, 1], got {target_recall}")
+    if groups is not None and len(groups) != len(p):
+        raise SeawallError(f"threshold groups: {len(groups)} source names for {len(p)} dev rows")
     candidates = np.unique(p)[::-1]  # descending: recall grows as the threshold falls
     n_pos = max(int(y.sum()), 1)
     best_f1, best_t = -1.0, 0.5
+    best_acc, acc_t = -1.0, 0.5
     recall_t = float(candidates[-1]) if len(candidates) else 0.0
     found = False
     for t in candidates:
@@ -91,9 +99,35 @@ def choose_thresholds(p: np.ndarray, y: np.ndarray, target_recall: float = 0.95)
         f1 = 2 * tp / (2 * tp + fp + (n_pos - tp)) if tp else 0.0
         if f1 > best_f1:
             best_f1, best_t = f1, float(t)
+        accuracy = float((pred == (y == 1)).mean()) if len(y) else 0.0
+        if accuracy > best_acc:
+            best_acc, acc_t = accuracy, float(t)
         if not found and recall >= target_recall:
             recall_t, found = float(t), True
-    return {"default": 0.5, "recall": recall_t, "f1": best_t}
+    out = {"default": 0.5, "recall": recall_t, "f1": best_t, "accuracy": acc_t}
+    if groups is not None and len(p):
+        out["source_balanced"] = _source_balanced_threshold(p, y, np.asarray(groups))
+    return out
+
+
+def _source_balanced_threshold(p: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
+    # Mean of per-source accuracies over a grid of candidate thresholds; sorting once per source makes each
+    # candidate an O(log n) lookup instead of a pass over the dev set.
+    candidates = np.unique(np.quantile(p, np.linspace(0.0, 1.0, 513)))
+    total = np.zeros(len(candidates))
+    for name in np.unique(groups):
+        mask = groups == name
+        scores, labels = p[mask], y[mask]
+        order = np.argsort(scores)
+        scores, labels = scores[order], labels[order]
+        # below[i] = number of rows with score < candidate i (predicted safe).
+        below = np.searchsorted(scores, candidates, side="left")
+        pos_below = np.concatenate([[0], np.cumsum(labels)])[below]
+        neg_below = below - pos_below
+        n_pos = int(labels.sum())
+        correct = neg_below + (n_pos - pos_below)
+        total += correct / len(scores)
+    return float(candidates[int(np.argmax(total))])
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, n_bins: int = 10) -> float:
