@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> None:
     from seawall.evaluate.experiment import Experiment, ExperimentConfig
     from seawall.evaluate.methods import experiment_shots
     from seawall.gene import SafetyAdapter, select_layers
-    from seawall.gene.adapter import MANIFEST_NAME
+    from seawall.gene.adapter import MANIFEST_NAME, module_coefficients
     from seawall.gene.calibration import calibrate
     from seawall.gene.config import CalibrateConfig, ExtractConfig, SelectConfig
     from seawall.gene.export import apply
@@ -82,9 +82,15 @@ def run(args: argparse.Namespace) -> None:
     )
     result = calibrate(adapter, target, shots, calibration, aligned=run_dir / "aligned/model")
     model_dir = out / args.name / args.target / "model"
-    apply(SafetyAdapter.load(folder), target, model_dir, overwrite=True)
+    coefficients = module_coefficients(
+        adapter.modules, adapter.manifest.selected_layers, result.coefficients, result.per_module_type
+    )
+    apply(adapter, target, model_dir, coefficients=coefficients, overwrite=True)
     task = args.target.split("-h")[0]
-    measured = experiment.measure_model(f"{args.target}__{args.name}", model_dir, (task,))
+    # The variant's settings and the rewritten model's fingerprint key the measurement: rerunning a variant name
+    # with other settings measures the new model instead of returning the old one's numbers.
+    variant = {k: v for k, v in vars(args).items() if k != "func"}
+    measured = experiment.measure_model(f"{args.target}__{args.name}", model_dir, (task,), variant)
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary[f"{args.target}/{args.name}"] = {

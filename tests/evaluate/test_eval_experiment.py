@@ -106,6 +106,13 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
             "report"
         ]
     )
+    # Safe LoRA's adapter replaces the task LoRA, so it is merged onto A (the base its task LoRA records).
+    safe_lora = json.loads(
+        (tmp_path / "run" / "restored" / "sst2-h25" / "safe-lora" / "record.json").read_text()
+    )
+    assert safe_lora["format"] == "peft" and safe_lora["merged_onto"] == str(
+        tmp_path / "run" / "aligned" / "model"
+    )
     assert (tmp_path / "run" / "report-scatter-refusal.png").stat().st_size > 1000
     assert (tmp_path / "run" / "report-safegene-layers.png").stat().st_size > 1000
     assert "SafeGene layer scores" in text and "HRR per category (detector judge)" in text
@@ -136,6 +143,33 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
     assert rejudged["settings"]["detector_id"] == new_id and calls == []
     # the task list is part of the key: the reference models' utility covers every task of the run
     assert rejudged["settings"]["tasks"] == ["sst2"] and set(rejudged["utility"]) == {"sst2"}
+
+
+def test_recovery_whatever_the_method_order_and_a_reapplied_method_is_measured_again(
+    tiny_model, tiny_data, tmp_path
+):
+    from seawall.evaluate.metrics import recovery
+    from seawall.generation.cache import model_fingerprint
+
+    load, split = tiny_data
+    run = tmp_path / "run"
+    # `none` listed last: the method before it still gets its recovery.
+    config = mini_config(tiny_model, run, [{"name": "resta", "params": {"beta": 0.5}}, {"name": "none"}])
+    rows = Experiment(config, load=load, split=split, is_refusal=is_refusal, log=lambda s: None).run()["rows"]
+    aligned, resta, none = rows[1], rows[3], rows[4]
+    assert (resta["method"], none["method"]) == ("resta", "none")
+    assert "recovery_refusal" in resta
+    assert resta["recovery_refusal"] == recovery(
+        none["hrr_refusal"], resta["hrr_refusal"], aligned["hrr_refusal"]
+    )
+
+    # RESTA re-applied with another β into the same folder: its row measures the new model.
+    changed = mini_config(tiny_model, run, [{"name": "resta", "params": {"beta": 2.0}}, {"name": "none"}])
+    Experiment(changed, load=load, split=split, is_refusal=is_refusal, log=lambda s: None).run()
+    restored = run / "restored" / "sst2-h25" / "resta" / "model"
+    result = json.loads((run / "evals" / "sst2-h25__resta" / "result.json").read_text())
+    assert result["fingerprint"] == model_fingerprint(restored)
+    assert result["settings"]["produced_by"] == {"name": "resta", "params": {"beta": 2.0}}
 
 
 def test_run_refuses_to_start_when_training_prompts_overlap_evaluation(tiny_model, tiny_data, tmp_path):

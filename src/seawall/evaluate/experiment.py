@@ -231,22 +231,35 @@ class Experiment:
         return out / "model", record
 
     # --- measurement ----------------------------------------------------------------------------------
-    def measure_model(self, label: str, model_dir: Path, tasks: tuple[str, ...]) -> dict:
-        """Safety, over-refusal and utility of one model, cached as evals/LABEL/result.json."""
+    def measure_model(
+        self, label: str, model_dir: Path, tasks: tuple[str, ...], produced_by: dict | None = None
+    ) -> dict:
+        """Safety, over-refusal and utility of one model, cached as evals/LABEL/result.json.
+
+        The cached result is reused only for the same eval settings, judge, tasks, model weights (fingerprint) and
+        `produced_by` (the method and parameters that wrote the model): a folder re-written by a changed method is
+        measured again, never reported with the old model's numbers.
+        """
+        from seawall.generation.cache import model_fingerprint
+
         out = self.root / "evals" / label
         settings = self.config.eval
+        fingerprint = model_fingerprint(model_dir)
         key = {
             **settings.model_dump(mode="json"),
             "detector_id": _detector_id(settings.detector),
             "tasks": sorted(tasks),
+            "model_fingerprint": fingerprint,
+            "produced_by": produced_by,
         }
         if (out / "result.json").exists():
             cached = json.loads((out / "result.json").read_text())
             # Generations are cached separately, so a changed or retrained judge only costs the judging.
             if cached.get("settings") == key:
                 return cached
+            if cached.get("fingerprint") != fingerprint:
+                self.log(f"measure {label}: {model_dir} changed since it was measured, measuring again")
         from seawall.evaluate.judges import DetectorJudge, RefusalJudge
-        from seawall.generation.cache import model_fingerprint
 
         judges: list[Any] = [RefusalJudge(self.is_refusal)]
         if settings.detector:
@@ -263,7 +276,7 @@ class Experiment:
 
         evaluator = Evaluator(
             generate,
-            model_fingerprint(model_dir),
+            fingerprint,
             settings.decoding,
             self.cache,
             self.config.seed,
@@ -322,22 +335,34 @@ class Experiment:
         aligned_hrr = {j: v["hrr"]["rate"] for j, v in reference["aligned"]["safety"]["judges"].items()}
         for task in self.tasks:
             for share in self.config.customize.harmful_shares:
-                undefended: dict[str, float] = {}
+                target_rows: list[dict] = []
                 for method in self.config.methods:
                     model_dir, record = self.restored(method, task, share)
                     label = f"{target_label(task, share)}/{method.name}"
-                    result = self.measure_model(label.replace("/", "__"), model_dir, (task,))
+                    result = self.measure_model(
+                        label.replace("/", "__"), model_dir, (task,), method.model_dump(mode="json")
+                    )
                     row = _row(result, model="target", task=task, harmful_share=share, method=method.name)
                     row["method_wall_s"] = record.get("wall_s")
                     row["method_peak_rss_mib"] = record.get("peak_rss_mib")
-                    if method.name == "none":
-                        undefended = {j: row[f"hrr_{j}"] for j in aligned_hrr}
-                    for judge, hrr_a in aligned_hrr.items():
-                        if undefended:
-                            row[f"recovery_{judge}"] = recovery(undefended[judge], row[f"hrr_{judge}"], hrr_a)
+                    target_rows.append(row)
+                    fill_recoveries(target_rows, aligned_hrr)
                     rows.append(row)
                     self._write_results(rows, complete=False)
         return self._write_results(rows, complete=True)
+
+
+def fill_recoveries(rows: list[dict], aligned_hrr: dict[str, float]) -> None:
+    """Set recovery_<judge> on every row of one target once its undefended (`none`) row is among them.
+
+    Wherever `none` is listed in the config: a method measured before it gets its recovery when `none` arrives.
+    """
+    undefended = next((row for row in rows if row["method"] == "none"), None)
+    if undefended is None:
+        return
+    for row in rows:
+        for judge, hrr_a in aligned_hrr.items():
+            row[f"recovery_{judge}"] = recovery(undefended[f"hrr_{judge}"], row[f"hrr_{judge}"], hrr_a)
 
 
 def _row(result: dict, **keys: Any) -> dict:

@@ -41,7 +41,10 @@ def experiment_shots(context: Any, n_harmful: int = 32, n_benign: int = 32) -> A
 
 
 def safety_adapter(context: Any, aligned: Path, degraded: Path, params: dict) -> Path:
-    """The SafeGene adapter, extracted from A and D and layer-selected once per experiment, reused for every target."""
+    """The SafeGene adapter, extracted from A and D and layer-selected once per experiment, reused for every target.
+
+    `select: null` in the params leaves the adapter unselected (every layer).
+    """
     from seawall.gene import ExtractConfig, SafetyAdapter, SelectConfig, extract, select_layers
 
     folder = context.root / "safety-adapter"
@@ -51,37 +54,48 @@ def safety_adapter(context: Any, aligned: Path, degraded: Path, params: dict) ->
     if marker.exists() and json.loads(marker.read_text()).get("params") == wanted:
         return folder
     shots = experiment_shots(context)
-    adapter = extract(
+    extract(
         aligned, degraded, folder, ExtractConfig(**params.get("extract", {})), overwrite=True, progress=False
     )
-    adapter = SafetyAdapter.load(folder)
-    layers = select_layers(
-        adapter,
-        shots,
-        aligned=aligned,
-        degraded=degraded,
-        model=degraded,
-        config=SelectConfig(**params.get("select", {})),
-        plot=folder / "layer-scores.png",
-        progress=False,
-    )
+    layers = None
+    if wanted["select"] is not None:
+        layers = select_layers(
+            SafetyAdapter.load(folder),
+            shots,
+            aligned=aligned,
+            degraded=degraded,
+            model=degraded,
+            config=SelectConfig(**wanted["select"]),
+            plot=folder / "layer-scores.png",
+            progress=False,
+        )
     from seawall.io import atomic_write_json
 
     atomic_write_json(marker, {"layers": layers, "params": wanted})
     return folder
 
 
-def _merge_peft(aligned: Path, adapter: Path, output: Path) -> None:
-    from peft import PeftModel
+def merge_peft(adapter: Path, output: Path) -> str:
+    """Merge a PEFT adapter into the base it records (adapter_config.json) and save the full model; returns the base.
 
+    The base differs by method: SafeGene's adapter stacks on the target T, Safe LoRA's and SafeMERGE's replace the
+    task LoRA and so sit on A. Merging onto the recorded base is right for each.
+    """
+    from seawall.gene.modeling import load_causal_lm, load_tokenizer
     from seawall.io import atomic_dir
-    from seawall.lab.train import load_causal_lm
 
-    model, tokenizer = load_causal_lm(aligned)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    config_file = adapter / "adapter_config.json"
+    base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    if not base or not (Path(base) / "config.json").is_file():
+        raise SeawallError(
+            f"{config_file}: base_model_name_or_path {base!r} is not a model folder; cannot merge the adapter"
+        )
+    merged = load_causal_lm(adapter)
+    tokenizer = load_tokenizer(base)
     with atomic_dir(output, overwrite=True) as tmp:
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+    return str(base)
 
 
 def apply_method(
@@ -97,13 +111,12 @@ def apply_method(
 ) -> dict[str, Any]:
     """Write the restored model T′ (a full HF folder) to `output`; returns the method's report.
 
-    `target` is a customize folder: model/ (merged T) and adapter/ (its task LoRA on top of A).
+    `target` is a customize folder: model/ (merged T) and adapter/ (its task LoRA on top of A). A method that writes
+    a PEFT adapter writes it under `workdir`, and the adapter is merged into the base it records.
     """
     from seawall.gene import get_method
 
-    method = get_method(name)(
-        {k: v for k, v in params.items() if k not in {"extract", "select"}} if name == "safegene" else params
-    )
+    method = get_method(name)(params)
     inputs: dict[str, Any] = {"aligned": aligned, "degraded": degraded, "base": base, "overwrite": True}
     task_lora = target / "adapter"
     if name == "safegene":
@@ -120,14 +133,11 @@ def apply_method(
         if not (safety_lora / "adapter_config.json").exists():
             raise SeawallError(f"safemerge needs a safety LoRA: {safety_lora} (align with method: lora)")
         inputs["safety_lora"] = safety_lora
-    result = method.apply(
-        target / "model",
-        output if name not in {"safe-lora", "safemerge"} else workdir / target.name,
-        **inputs,
-    )
-    if result.format == "peft":
-        _merge_peft(aligned, Path(result.output), output)
+    writes_peft = name in {"safe-lora", "safemerge"} or getattr(method.config, "format", "merged") == "peft"
+    result = method.apply(target / "model", workdir / target.name if writes_peft else output, **inputs)
     report = dict(result.report)
-    for key in ("cosines",):
-        report.pop(key, None)
-    return {"report": report, "format": result.format}
+    report.pop("cosines", None)
+    info: dict[str, Any] = {"report": report, "format": result.format}
+    if result.format == "peft":
+        info["merged_onto"] = merge_peft(Path(result.output), output)
+    return info
