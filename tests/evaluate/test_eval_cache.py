@@ -71,7 +71,8 @@ def test_same_weights_in_another_folder_share_the_fingerprint(tmp_path, tiny_mod
     # The models cache writes a completion marker beside the weights; it must not split the generation cache.
     (copy / "seawall-model.json").write_text(json.dumps({"complete": True, "path": str(copy)}))
     assert model_fingerprint(copy) == model_fingerprint(tiny_model)
+    # A tokenizer change alters generations, so it must change the fingerprint (the file must be there to test it).
     tokenizer_config = copy / "tokenizer_config.json"
-    if tokenizer_config.exists():
-        tokenizer_config.write_text(tokenizer_config.read_text().replace("{", '{"model_max_length": 7, ', 1))
-        assert model_fingerprint(copy) != model_fingerprint(tiny_model)
+    assert tokenizer_config.is_file()
+    tokenizer_config.write_text(tokenizer_config.read_text().replace("{", '{"model_max_length": 7, ', 1))
+    assert model_fingerprint(copy) != model_fingerprint(tiny_model)
