@@ -37,6 +37,7 @@ def fitted_encoder(sb_split, tiny_bert_dir):
         batch_size=8,
         epochs=1,
         seed=0,
+        precision="float32",  # the reference the int8 / ONNX paths are compared with (bf16: test_bf16.py)
     )
     return det.fit(train, dev=dev)
 
@@ -92,9 +93,13 @@ def test_encoder_resumes_from_checkpoint(tmp_path, sb_split, tiny_bert_dir, monk
     monkeypatch.setattr(training, "save_checkpoint", original)
     assert json.loads((ckpt / "latest.json").read_text())["step"] == 2
     assert not list(ckpt.glob(".*partial"))  # atomic: no half-written checkpoint folder left behind
+    # an edited config does not resume the checkpoint of the old one
+    with pytest.raises(ModelError, match=r"settings\.model\.max_length was 32, now 40"):
+        make_detector("encoder", **{**params, "max_length": 40}, checkpoint_dir=str(ckpt)).fit(train)
     resumed = make_detector("encoder", **params, checkpoint_dir=str(ckpt)).fit(train)
     assert resumed.training_["history"]["resumed_from"] == 2
     assert resumed.training_["history"]["steps"] == 4
+    assert not ckpt.exists()  # finished: the checkpoints are gone, the weights are in the detector
     straight = make_detector("encoder", **params).fit(train)
     # resuming replays the same batches with the same optimizer and RNG state: same weights as an uninterrupted run
     assert np.allclose(resumed.raw_score(PAIRS), straight.raw_score(PAIRS), atol=1e-6)
@@ -176,7 +181,13 @@ def test_lm_judge_zero_shot_and_lora_round_trip(tmp_path, sb_split, tiny_llama_d
 
 
 def test_lm_judge_batching_matches_single(sb_split, tiny_llama_dir):
-    judge = make_detector("lm-judge", base_model=str(tiny_llama_dir), finetune=False, inference_batch_size=4)
+    judge = make_detector(
+        "lm-judge",
+        base_model=str(tiny_llama_dir),
+        finetune=False,
+        inference_batch_size=4,
+        precision="float32",
+    )
     judge.fit([])
     pairs = [(r.prompt, r.response) for r in sb_split["test"][:8]]
     batched = judge.raw_score(pairs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,6 @@ def save_checkpoint(
     atomic_write_json(folder / "latest.json", {"step": meta["step"], "dir": target.name})
     for old in folder.glob("step-*"):
         if old.name != target.name and old.is_dir():
-            import shutil
-
             shutil.rmtree(old, ignore_errors=True)
     current_best = _best_path(folder, meta.get("best_step", 0)).name
     for old in folder.glob("best-step-*.safetensors"):
@@ -213,8 +212,23 @@ def load_best_weights(folder: Path, model: Any, step: int) -> dict[str, Any] | N
     return weights
 
 
-def load_checkpoint(folder: Path, model: Any, optimizer: Any) -> dict[str, Any] | None:
-    """Restore the latest checkpoint under `folder` into model/optimizer; returns its meta, or None."""
+def first_difference(old: Any, new: Any, path: str) -> str:
+    """The first differing field of two JSON-like values, as "a.b was X, now Y"."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            if old.get(key) != new.get(key):
+                return first_difference(old.get(key), new.get(key), f"{path}.{key}")
+    return f"{path} was {old!r}, now {new!r}"
+
+
+def load_checkpoint(
+    folder: Path, model: Any, optimizer: Any, fingerprint: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Restore the latest checkpoint under `folder` into model/optimizer; returns its meta, or None.
+
+    With `fingerprint`, the checkpoint must have been written with the same one (settings and data): otherwise a
+    `ModelError` names the first difference, before anything is restored.
+    """
     import torch
     from safetensors.torch import load_file
 
@@ -224,6 +238,17 @@ def load_checkpoint(folder: Path, model: Any, optimizer: Any) -> dict[str, Any] 
     latest = json.loads(pointer.read_text())
     target = folder / latest["dir"]
     meta = json.loads((target / "meta.json").read_text())
+    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+        if "fingerprint" not in meta:
+            raise ModelError(
+                f"checkpoint {target} was written by an older seawall without a fingerprint of its settings and "
+                f"data, so it cannot be checked against this run; delete {folder} or set another checkpoint_dir"
+            )
+        difference = first_difference(meta["fingerprint"], fingerprint, "fingerprint")
+        raise ModelError(
+            f"checkpoint {target} was written for other settings or data (first difference: {difference}); "
+            f"delete {folder} or set another checkpoint_dir"
+        )
     weights = load_file(str(target / "model.safetensors"))
     missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in weights]
     if missing:
@@ -236,6 +261,17 @@ def load_checkpoint(folder: Path, model: Any, optimizer: Any) -> dict[str, Any] 
     torch.set_rng_state(tensors.pop("rng.torch"))
     _restore_optimizer(optimizer, tensors, meta["optimizer"])
     return meta
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Delete what `save_checkpoint` wrote under `folder` (and the folder, when nothing else is in it)."""
+    for path in folder.glob("step-*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+    for path in [*folder.glob("best-step-*.safetensors"), folder / "latest.json"]:
+        path.unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def _flatten_optimizer(optimizer: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -12,10 +12,14 @@ first token of "unsafe", renormalised against the first token of "safe":
   resolves the base model again and checks its architecture fingerprint.
 Truncation: the request keeps at most `prompt_tokens` (first quarter + last three quarters), the response at most
 `response_tokens` (its beginning and its end, `response_head` from the start).
+`precision` (`auto | float32 | bfloat16`, `seawall.models.precision`): with bf16, LoRA training runs under bf16
+autocast (fp32 master weights) and scoring uses a bf16 copy of the weights (LoRA merged into it), which measured
+faster than autocast on SmolLM2 (≈ 3.9× fp32 at batch 16 against autocast's ≈ 2.9×).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +36,11 @@ from seawall.detect.training import (
     train,
 )
 from seawall.errors import ModelError
+from seawall.models.load import quiet_transformers
+from seawall.models.precision import resolve_precision, torch_dtype
 
 ADAPTER_DIR = "adapter"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 JUDGE_TEMPLATE = (
     "You are a safety classifier. Decide whether the AI assistant's response below is unsafe: it helps with or "
@@ -76,6 +83,7 @@ class LMJudgeDetector(Detector):
         checkpoint_dir: str | None = None,
         num_threads: int | None = 2,
         inference_batch_size: int = 16,
+        precision: str = "auto",
         calibration: str = "temperature",
         threshold_strategy: str = "f1",
         target_recall: float = 0.95,
@@ -103,10 +111,17 @@ class LMJudgeDetector(Detector):
         self.checkpoint_dir = checkpoint_dir
         self.num_threads = num_threads
         self.inference_batch_size = inference_batch_size
+        self.precision = precision
         self.calibration = calibration
         self.threshold_strategy = threshold_strategy
         self.target_recall = target_recall
         self.category_model = category_model
+
+    def set_params(self, **params: Any) -> LMJudgeDetector:
+        """sklearn's set_params; changing `precision` drops the cached scoring copy."""
+        if "precision" in params:
+            self._scoring_model = None
+        return super().set_params(**params)
 
     # ---- model ---------------------------------------------------------------------------------------------------
     def _load_base(self) -> Path:
@@ -116,10 +131,14 @@ class LMJudgeDetector(Detector):
         try:
             config = AutoConfig.from_pretrained(path)
             self.tokenizer_ = AutoTokenizer.from_pretrained(path)
-            self.model_ = AutoModelForCausalLM.from_pretrained(path, dtype="float32", trust_remote_code=False)
+            with quiet_transformers():
+                self.model_ = AutoModelForCausalLM.from_pretrained(
+                    path, dtype="float32", use_safetensors=True, trust_remote_code=False
+                )
         except (OSError, ValueError, KeyError) as error:
             raise ModelError(f"cannot load a causal LM judge from {path}: {error}") from None
         self.model_.eval()
+        self._scoring_model = None
         self.base_fingerprint_ = _fingerprint(config)
         self._prepare_prompt()
         return path
@@ -221,13 +240,29 @@ class LMJudgeDetector(Detector):
             "lm-judge",
         )
         self.training_["history"] = {k: v for k, v in history.items() if k != "loss"}
+        self.training_["precision"] = settings.precision
+        self._scoring_model = None
+
+    def scoring_path(self) -> str:
+        """How `_score` runs on this machine: "torch-bfloat16" or "torch-float32"."""
+        return f"torch-{resolve_precision(self.precision, 'lm-judge.precision')}"
+
+    def _inference_model(self) -> Any:
+        if self.scoring_path() == "torch-float32":
+            return self.model_
+        if getattr(self, "_scoring_model", None) is None:
+            scoring = copy.deepcopy(self.model_)
+            if hasattr(scoring, "merge_and_unload"):  # a PEFT model: fold the adapter into the copy
+                scoring = scoring.merge_and_unload()
+            self._scoring_model = scoring.to(torch_dtype("bfloat16")).eval()
+        return self._scoring_model
 
     def _score(self, pairs: list[Pair]) -> np.ndarray:
         import torch
 
         setup_torch(self.num_threads)
         logits = predict_logits(
-            self._forward(self.model_),
+            self._forward(self._inference_model()),
             self.encode(pairs),
             self._pad,
             self.inference_batch_size,
@@ -239,7 +274,8 @@ class LMJudgeDetector(Detector):
     def _state(self, folder: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         state: dict[str, Any] = {"base_fingerprint": self.base_fingerprint_, "adapter_dir": None}
         if self.finetune:
-            self.model_.save_pretrained(folder / ADAPTER_DIR, safe_serialization=True)
+            with quiet_transformers():
+                self.model_.save_pretrained(folder / ADAPTER_DIR, safe_serialization=True)
             state["adapter_dir"] = ADAPTER_DIR
         return state, {}
 
@@ -256,9 +292,13 @@ class LMJudgeDetector(Detector):
             from peft import PeftModel
 
             adapter = folder / state["adapter_dir"]
-            if not (adapter / "adapter_config.json").is_file():
-                raise ModelError(f"{adapter} lacks adapter_config.json; the detector folder is incomplete")
-            self.model_ = PeftModel.from_pretrained(self.model_, adapter).eval()
+            for name in ("adapter_config.json", ADAPTER_WEIGHTS):
+                # PEFT would fall back to a pickled adapter_model.bin: only safetensors are read.
+                if not (adapter / name).is_file():
+                    raise ModelError(f"{adapter} lacks {name}; the detector folder is incomplete")
+            with quiet_transformers():
+                self.model_ = PeftModel.from_pretrained(self.model_, adapter).eval()
+            self._scoring_model = None
 
 
 def _fingerprint(config: Any) -> dict[str, Any]:

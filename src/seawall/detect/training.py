@@ -3,16 +3,24 @@
 A backend provides tokenised examples and a `forward(batch) -> logits (n, 2)`; the loop does class-weighted
 cross-entropy, AdamW with linear warm-up/decay, length-bucketed batches, a tqdm bar, evaluation on dev (AUROC) with
 early stopping (the best weights are kept, and persisted with the checkpoints so a resumed run restores them too),
-and resumable atomic checkpoints.
+and resumable atomic checkpoints. With `precision="bfloat16"` the forward passes run under CPU bf16 autocast while
+the weights, gradients and optimizer state stay fp32 (`seawall.models.precision`).
+
+A checkpoint records the fingerprint of its settings and data (`run_fingerprint`): resuming one written for other
+settings or data is an error naming the first difference, as in `seawall.lab`, and a run that finishes removes its
+checkpoints (the weights are then in the model the caller saves), so an edited config never silently "resumes" a
+finished run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +33,33 @@ from seawall.detect._torch import (
     load_best_weights,
     load_checkpoint,
     pad_batch,
+    remove_checkpoints,
     save_checkpoint,
 )
+from seawall.models.precision import autocast, resolve_precision
 
 log = logging.getLogger("seawall.detect")
 
 # Scoring this many rows or more shows a progress bar (small calls, e.g. a guard's, stay silent).
 PROGRESS_MIN_ROWS = 512
+
+# Backend hyper-parameters that do not change the trained weights: left out of a checkpoint's fingerprint, so a
+# resumed run may use other threads, another runtime or calibration. `precision` is among them: autocast changes
+# speed, not the recipe (master weights stay fp32), as a lab recipe resumed at another precision.
+NOT_TRAINING = frozenset(
+    {
+        "checkpoint_dir",
+        "num_threads",
+        "inference_batch_size",
+        "quantize",
+        "runtime",
+        "precision",
+        "calibration",
+        "threshold_strategy",
+        "target_recall",
+        "category_model",
+    }
+)
 
 
 @dataclass
@@ -65,11 +93,49 @@ class TrainSettings:
     checkpoint_dir: str | None
     max_steps: int | None = None
     grad_clip: float = 1.0
+    precision: str = "float32"  # resolved: "float32" or "bfloat16" (autocast)
+    # The backend's other training-relevant hyper-parameters (base model, truncation, LoRA shape…): part of the
+    # checkpoint fingerprint.
+    model: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_detector(cls, detector: Any) -> TrainSettings:
         """The settings named by a torch backend's hyper-parameters (the same names on every backend)."""
-        return cls(**{f.name: getattr(detector, f.name) for f in fields(cls) if f.name != "grad_clip"})
+        own = {f.name for f in fields(cls)} - {"grad_clip", "precision", "model"}
+        params = detector.get_params()
+        return cls(
+            **{name: params[name] for name in own},
+            precision=resolve_precision(params.get("precision", "auto"), f"{detector.backend}.precision"),
+            model={k: v for k, v in params.items() if k not in own and k not in NOT_TRAINING},
+        )
+
+
+def data_digest(data: Encoded, y: np.ndarray | None = None) -> dict[str, Any]:
+    """Row count and sha256 of tokenised examples (ids, token types) and labels."""
+    digest = hashlib.sha256()
+    for rows in (data.ids, data.type_ids or []):
+        for row in rows:
+            digest.update(np.asarray(row, dtype=np.int64).tobytes() + b";")
+        digest.update(b"|")
+    if y is not None:
+        digest.update(np.asarray(y, dtype=np.int64).tobytes())
+    return {"n": len(data), "sha256": digest.hexdigest()}
+
+
+def run_fingerprint(
+    settings: TrainSettings, train_data: Encoded, y: np.ndarray, dev: tuple[Encoded, np.ndarray] | None
+) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the settings (not where checkpoints go, nor the precision) and
+    the digests of the training and dev data."""
+    kept = {k: v for k, v in asdict(settings).items() if k not in ("checkpoint_dir", "precision")}
+    fingerprint = {
+        "settings": kept,
+        "train_data": data_digest(train_data, y),
+        "dev_data": data_digest(*dev) if dev is not None else None,
+    }
+    return json.loads(
+        json.dumps(fingerprint, default=str)
+    )  # as it reads back from meta.json (tuples → lists)
 
 
 def encode_dev(encode: Callable[[Any], Encoded], dev: tuple[Any, Any] | None) -> tuple[Encoded, Any] | None:
@@ -86,14 +152,16 @@ def predict_logits(
     batch_size: int,
     desc: str | None = None,
     split_gaps: bool = False,
+    precision: str = "float32",
 ) -> np.ndarray:
-    """Logits (n, 2) in input order, computed in length-sorted batches with dynamic padding."""
+    """Logits (n, 2) in input order, computed in length-sorted batches with dynamic padding (under bf16 autocast
+    with `precision="bfloat16"`)."""
     import torch
     from tqdm.auto import tqdm
 
     out = np.zeros((len(data), 2), dtype=np.float64)
     batches = list(length_sorted_batches([len(s) for s in data.ids], batch_size, split_gaps))
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(precision):
         for index in tqdm(batches, desc=desc, disable=desc is None, leave=False):
             out[index] = forward(data.batch(index, pad_id)).float().numpy()
     return out
@@ -109,7 +177,11 @@ def train(
     settings: TrainSettings,
     desc: str = "train",
 ) -> dict[str, Any]:
-    """Fine-tune the trainable parameters of `model`; returns the history (losses, dev AUROC, best step)."""
+    """Fine-tune the trainable parameters of `model`; returns the history (losses, dev AUROC, best step, precision).
+
+    With `settings.checkpoint_dir`, resumes the checkpoint there when its fingerprint matches (a `ModelError`
+    naming the first difference otherwise) and removes the checkpoints once the run is complete.
+    """
     import torch
     from sklearn.metrics import roc_auc_score
     from tqdm.auto import tqdm
@@ -139,8 +211,9 @@ def train(
     best: dict[str, Any] = {"auroc": -1.0, "step": 0, "state": None}
     step = 0
     ckpt = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
+    fingerprint = run_fingerprint(settings, train_data, y, dev)
     if ckpt is not None:
-        meta = load_checkpoint(ckpt, model, optimizer)
+        meta = load_checkpoint(ckpt, model, optimizer, fingerprint)
         if meta is not None:
             step = int(meta["step"])
             history = meta["history"]
@@ -156,7 +229,9 @@ def train(
 
     def evaluate() -> float:
         model.eval()
-        logits = predict_logits(forward, dev[0], pad_id, settings.batch_size * 2)
+        logits = predict_logits(
+            forward, dev[0], pad_id, settings.batch_size * 2, precision=settings.precision
+        )
         model.train()
         p = torch.softmax(torch.tensor(logits), dim=1)[:, 1].numpy()
         return float(roc_auc_score(dev[1], p)) if len(set(dev[1].tolist())) == 2 else float("nan")
@@ -173,7 +248,8 @@ def train(
         for index in batches[step - epoch * steps_per_epoch :]:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-            logits = forward(train_data.batch(index, pad_id))
+            with autocast(settings.precision):
+                logits = forward(train_data.batch(index, pad_id))
             loss = loss_fn(logits.float(), torch.tensor(y[index], dtype=torch.long))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -205,6 +281,7 @@ def train(
                         "history": history,
                         "best_auroc": best["auroc"],
                         "best_step": best["step"],
+                        "fingerprint": fingerprint,
                     },
                     # A new best is persisted with its checkpoint, so a resumed run can restore it at the end.
                     best=best["state"] if best["step"] == step else None,
@@ -228,6 +305,9 @@ def train(
     history["best_dev_auroc"] = best["auroc"]
     history["stopped_early"] = stop
     history["steps"] = step
+    history["precision"] = settings.precision
+    if ckpt is not None:
+        remove_checkpoints(ckpt)
     model.eval()
     return history
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from seawall.errors import ModelError
@@ -22,6 +26,39 @@ _ENCODER_TYPES = {
     "deberta",
     "deberta-v2",
 }
+
+
+log = logging.getLogger("seawall.models")
+
+
+class _ToDebug(logging.Handler):
+    """Re-emits transformers' records at DEBUG on seawall's logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("transformers: %s", record.getMessage())
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Route what transformers prints while loading, saving or tracing a model (load reports, weight-loading
+    progress bars, tracer and deprecation warnings) to seawall's DEBUG log, for the duration of the block only."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logger = hf_logging.get_logger()  # the library's root logger, "transformers"
+    saved_handlers, saved_propagate = hf_logger.handlers[:], hf_logger.propagate
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logger.handlers, hf_logger.propagate = [_ToDebug()], False
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        for warning in caught:
+            log.debug("%s: %s", warning.category.__name__, warning.message)
+    finally:
+        hf_logger.handlers, hf_logger.propagate = saved_handlers, saved_propagate
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _torch_dtype(dtype: Any) -> Any:
@@ -63,9 +100,10 @@ def load_causal_lm(
             "(load_encoder_for_classification) or pass a causal LM such as smollm2-135m-instruct"
         )
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=_torch_dtype(dtype), use_safetensors=True, trust_remote_code=False, **kwargs
-        )
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=_torch_dtype(dtype), use_safetensors=True, trust_remote_code=False, **kwargs
+            )
     except ValueError as error:
         raise ModelError(f"{folder} does not hold a causal LM transformers can load: {error}") from error
     return model.eval()
@@ -83,14 +121,15 @@ def load_encoder_for_classification(
 
     folder = resolve_model(ref, cache_dir)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            folder,
-            num_labels=num_labels,
-            dtype=_torch_dtype(dtype),
-            use_safetensors=True,
-            trust_remote_code=False,
-            **kwargs,
-        )
+        with quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                folder,
+                num_labels=num_labels,
+                dtype=_torch_dtype(dtype),
+                use_safetensors=True,
+                trust_remote_code=False,
+                **kwargs,
+            )
     except ValueError as error:
         raise ModelError(f"{folder} does not hold a model with a classification head: {error}") from error
     return model
