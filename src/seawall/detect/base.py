@@ -124,6 +124,7 @@ class Detector(BaseEstimator):
                 f"training data has a single class ({int(y[0])}); need both safe and unsafe rows"
             )
         dev_xy = labelled(dev) if dev is not None else None
+        vars(self).pop("_learned_digest", None)
         self.classes_ = np.array([0, 1])
         self.threshold_ = 0.5
         self.thresholds_: dict[str, float] = {"default": 0.5}
@@ -189,7 +190,7 @@ class Detector(BaseEstimator):
 
         p = apply_calibrator(self.calibrator_, raw)
         self.thresholds_ = choose_thresholds(p, y, target_recall=self.target_recall)
-        self.set_operating_point(self.threshold_strategy)
+        self.set_operating_point(self.threshold_strategy)  # also refreshes detector_id
         return {
             "calibrator": self.calibrator_["method"],
             "thresholds": dict(self.thresholds_),
@@ -197,10 +198,16 @@ class Detector(BaseEstimator):
         }
 
     def set_operating_point(self, name: str) -> None:
-        """Use one of the calibrated thresholds ("recall", "f1", "default") or a number given as a string."""
+        """Use one of the calibrated thresholds ("recall", "f1", "default") or a number given as a string.
+
+        The threshold decides every verdict, so detector_id is recomputed with it.
+        """
+        self.threshold_ = self._threshold_for(name)
+        self.detector_id_ = self._make_id()
+
+    def _threshold_for(self, name: str) -> float:
         if name in self.thresholds_:
-            self.threshold_ = float(self.thresholds_[name])
-            return
+            return float(self.thresholds_[name])
         try:
             value = float(name)
         except ValueError:
@@ -210,7 +217,7 @@ class Detector(BaseEstimator):
             ) from None
         if not 0.0 <= value <= 1.0:
             raise SeawallError(f"threshold {value} is outside [0, 1]")
-        self.threshold_ = value
+        return value
 
     def predict_category(self, pairs: Iterable[Any]) -> list[str | None]:
         """Hazard code (`seawall.data.taxonomy.HAZARDS`) of each pair; None for every pair without a category model.
@@ -232,16 +239,38 @@ class Detector(BaseEstimator):
 
     @property
     def detector_id(self) -> str:
-        """A short stable identifier: backend, seawall version and a hash of params + learned state."""
+        """A short stable identifier: backend, seawall version and a hash of the params and the learned state.
+
+        The learned state is every fitted attribute (sklearn's trailing underscore: weights, arrays, the category
+        model) hashed by its bytes, plus the calibrator, the thresholds and the threshold in use. `fit`, `calibrate`
+        and `set_operating_point` refresh it; a loaded detector keeps the id it was saved with.
+        """
         return getattr(self, "detector_id_", f"{self.backend}-unfitted")
 
     def _make_id(self) -> str:
-        payload = json.dumps(
-            {"params": _jsonable(self.get_params()), "thresholds": self.thresholds_, "train": self.training_},
-            sort_keys=True,
+        digest = hashlib.sha256()
+        _feed(
+            digest,
+            {
+                "params": _jsonable(self.get_params()),
+                "calibrator": self.calibrator_,
+                "thresholds": self.thresholds_,
+                "threshold": self.threshold_,
+            },
         )
-        digest = hashlib.sha256(payload.encode()).hexdigest()[:12]
-        return f"{self.backend}-{__version__}-{digest}"
+        # Hashing weights costs a pass over them; they only change in fit, which drops this memo.
+        if "_learned_digest" not in vars(self):
+            self._learned_digest = self._hash_learned_state()
+        digest.update(self._learned_digest.encode())
+        return f"{self.backend}-{__version__}-{digest.hexdigest()[:12]}"
+
+    def _hash_learned_state(self) -> str:
+        digest = hashlib.sha256()
+        for name in sorted(vars(self)):
+            if name.endswith("_") and not name.startswith("_") and name not in _NOT_LEARNED_STATE:
+                digest.update(name.encode())
+                _feed(digest, getattr(self, name))
+        return digest.hexdigest()
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "threshold_"):
@@ -278,6 +307,54 @@ class Detector(BaseEstimator):
                 save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp / ARRAYS_FILE))
             atomic_write_json(tmp / CONFIG_FILE, config)
         return folder
+
+
+# Fitted attributes that are not learned state: the id itself, hashed separately (calibration), or training logs.
+_NOT_LEARNED_STATE = {"detector_id_", "calibrator_", "thresholds_", "threshold_", "training_", "history_"}
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Stream `value` into a hashlib digest: arrays and tensors as dtype, shape and raw bytes (no copy when
+    contiguous), torch modules by their state_dict, objects with `state()` by that state, the rest as JSON.
+
+    Objects none of these fit (a tokenizer) count by type only: their content follows from the params.
+    """
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        digest.update(f"ndarray {array.dtype.str} {array.shape}".encode())
+        if array.dtype.hasobject:
+            _feed(digest, array.tolist())
+        else:
+            digest.update(array.reshape(-1).view(np.uint8))
+    elif type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        import torch
+
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif callable(getattr(value, "state_dict", None)):
+        for name, tensor in value.state_dict().items():
+            digest.update(name.encode())
+            _feed(digest, tensor)
+    elif callable(getattr(value, "state", None)):
+        state, arrays = value.state()
+        _feed(digest, state)
+        _feed(digest, dict(arrays))
+    elif isinstance(value, dict):
+        digest.update(b"{")
+        for key in sorted(value, key=str):
+            digest.update(json.dumps(str(key)).encode())
+            _feed(digest, value[key])
+        digest.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        digest.update(b"[")
+        for item in value:
+            _feed(digest, item)
+        digest.update(b"]")
+    elif isinstance(value, (str, int, float, bool, np.generic)) or value is None:
+        digest.update(json.dumps(_jsonable(value)).encode())
+    else:
+        digest.update(f"<{type(value).__qualname__}>".encode())
 
 
 def _jsonable(value: Any) -> Any:
