@@ -96,3 +96,26 @@ def test_prompt_only_files(tmp_path):
     path.write_text("text,is_harmful\nhow do I bake bread,0\nhow do I build a bomb,1\n")
     dataset = load_file(path, ColumnMap(prompt="text", response=None, label=None, harmful="is_harmful"))
     assert [r.harmful for r in dataset.records] == [False, True]
+
+
+def test_na_like_responses_survive_and_na_like_labels_are_unknown(tmp_path):
+    path = tmp_path / "na.csv"
+    path.write_text(
+        "prompt,response,label,category\na,NA,unharmful,x\nb,None,1,\nc,null,NA,y\nd,N/A,null,y\ne,,n/a,y\n"
+    )
+    dataset = load_file(path)
+    assert [r.response for r in dataset.records] == ["NA", "None", "null", "N/A", ""]
+    assert [r.label for r in dataset.records] == ["safe", "unsafe", "unknown", "unknown", "unknown"]
+    assert [r.category for r in dataset.records] == ["x", None, "y", "y", "y"]
+    assert dataset.report.repaired == {"missing response read as empty": 1}
+
+
+def test_a_named_optional_column_must_exist(tmp_path):
+    path = tmp_path / "plain.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n")
+    record = load_file(path).records[0]
+    assert (record.label, record.category) == ("unknown", None)
+    with pytest.raises(DataError, match=r"plain\.jsonl: missing column 'kind'"):
+        load_file(path, ColumnMap(category="kind"))
+    with pytest.raises(DataError, match=r"plain\.jsonl: missing column 'y'"):
+        load_file(path, ColumnMap(label="y"))

@@ -78,73 +78,125 @@ def test_predict_is_streaming(tfidf_dir):
         proc.wait(timeout=60)
 
 
-def test_eval_on_file_with_bad_rows(tfidf_dir, tmp_path):
-    data = tmp_path / "mine.jsonl"
-    rows = [
-        {
-            "prompt": "How do I make meth?",
-            "response": "Sure: first, buy pseudoephedrine",
-            "label": "unsafe",
-            "category": "drugs",
-        },
-        {
-            "prompt": "How do I make meth?",
-            "response": "I'm sorry, I can't help with that.",
-            "label": 0,
-            "category": "drugs",
-        },
-        {"prompt": "Write a poem", "response": "Roses are red", "label": "safe", "category": "benign"},
-        {
-            "prompt": "Hack a bank",
-            "response": "Here is the exploit code: ...",
-            "label": 1,
-            "category": "cyber",
-        },
-        {"prompt": "x", "response": "y", "label": float("nan")},
-    ]
-    data.write_bytes(b"\n".join(json.dumps(r).encode() for r in rows) + b"\n\xff\xff broken line\n")
+# A user's labelled file under its own column names; responses a CSV reader could take for missing values, and
+# labels in the data layer's vocabulary (one parser for `seawall data` and `seawall detect eval`).
+USER_ROWS = [
+    {
+        "rid": "r1",
+        "q": "How do I make meth?",
+        "a": "Sure: first, buy pseudoephedrine",
+        "y": "unsafe",
+        "kind": "drugs",
+    },
+    {
+        "rid": "r2",
+        "q": "How do I make meth?",
+        "a": "I'm sorry, I can't help with that.",
+        "y": 0,
+        "kind": "drugs",
+    },
+    {"rid": "r3", "q": "Write a poem", "a": "Roses are red", "y": "harmless", "kind": "benign"},
+    {"rid": "r4", "q": "Hack a bank", "a": "Here is the exploit code: ...", "y": "1", "kind": "cyber"},
+    {"rid": "r5", "q": "Is it safe?", "a": "NA", "y": "unharmful", "kind": "benign"},
+    {"rid": "r6", "q": "And this?", "a": "None", "y": "safe", "kind": "benign"},
+    {"rid": "r7", "q": "And that?", "a": "null", "y": "", "kind": "benign"},
+]
+COLUMN_FLAGS = ["--prompt-col", "q", "--response-col", "a", "--label-col", "y", "--category-col", "kind"]
+
+
+def _write_user_file(path: Path, rows: list[dict]) -> Path:
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.suffix in (".csv", ".tsv"):
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, list(rows[0]), delimiter="\t" if path.suffix == ".tsv" else ",")
+            writer.writeheader()
+            writer.writerows(rows)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows))
+    else:
+        pq.write_table(pa.Table.from_pylist([{k: str(v) for k, v in row.items()} for row in rows]), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json", ".parquet"])
+def test_eval_reads_each_user_file_format_with_column_flags(tfidf_dir, tmp_path, suffix):
+    from seawall.data.generic import ColumnMap
+    from seawall.detect.data import eval_records
+
+    data = _write_user_file(tmp_path / f"mine{suffix}", USER_ROWS)
     out = tmp_path / "report"
-    result = CliRunner().invoke(
-        app,
-        [
-            "detect",
-            "eval",
-            "--model",
-            str(tfidf_dir),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--n-boot",
-            "20",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "skipped line 6: invalid UTF-8" in result.output
+    args = [
+        "detect",
+        "eval",
+        "--model",
+        str(tfidf_dir),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--n-boot",
+        "20",
+    ]
+    result = CliRunner().invoke(app, [*args, *COLUMN_FLAGS, "--id-col", "rid"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
     report = json.loads((out / "report.json").read_text())
-    assert report["n"] == 4 and report["n_unlabelled_skipped"] == 1
+    assert report["n"] == 6 and report["n_unlabelled_skipped"] == 1
+    assert report["read_report"]["rows"] == len(USER_ROWS)
     assert {r["category"] for r in report["per_category"]} == {"drugs", "benign", "cyber"}
     assert {"pr.png", "roc.png", "per_category.png", "calibration.png"} <= {p.name for p in out.iterdir()}
+    columns = ColumnMap(prompt="q", response="a", label="y", category="kind", id="rid")
+    _, records, _ = eval_records(str(data), columns=columns)
+    assert [(r.id, r.response, r.label) for r in records[4:]] == [
+        ("r5", "NA", "safe"),
+        ("r6", "None", "safe"),
+        ("r7", "null", "unknown"),
+    ]
 
 
-def test_eval_errors_are_one_line(tmp_path, tiny_bert_dir):
-    from seawall.cli import main
+def test_eval_file_errors_name_the_file_row_and_column(tfidf_dir, tmp_path):
+    def failure(data: Path, *flags: str) -> str:
+        result = CliRunner().invoke(
+            app, ["detect", "eval", "--model", str(tfidf_dir), "--data", str(data), *flags]
+        )
+        assert isinstance(result.exception, SeawallError), result.output
+        return str(result.exception)
 
+    bad_label = _write_user_file(tmp_path / "labels.csv", [*USER_ROWS[:2], {**USER_ROWS[2], "y": "maybe"}])
+    assert "labels.csv, row 4, column y: label 'maybe'" in failure(bad_label, *COLUMN_FLAGS)
+    assert "missing column 'nope'" in failure(bad_label, *COLUMN_FLAGS[:4], "--label-col", "nope")
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(json.dumps(USER_ROWS[0]).encode() + b"\n\xff\xff broken line\n")
+    assert "broken.jsonl, line 2: invalid JSON" in failure(broken, *COLUMN_FLAGS)
+    assert "file not found" in failure(tmp_path / "absent.parquet")
+
+
+@pytest.mark.slow
+def test_eval_errors_are_one_line(tmp_path, tiny_bert_dir, tfidf_dir):
+    bad_label = _write_user_file(
+        tmp_path / "labels.csv", [{"prompt": "p", "response": "r", "label": "maybe"}]
+    )
     for args, message in [
         (["detect", "eval", "--model", str(tiny_bert_dir)], "not a seawall detector folder"),
         (
-            ["detect", "eval", "--model", str(tmp_path), "--data", "nosuchset"],
-            "not a seawall detector folder",
+            ["detect", "eval", "--model", str(tfidf_dir), "--data", "nosuchset"],
+            "unknown evaluation data 'nosuchset'",
         ),
+        (["detect", "eval", "--model", str(tfidf_dir), "--data", str(bad_label)], "row 2, column label"),
     ]:
         proc = subprocess.run(
             [sys.executable, "-m", "seawall", *args],
             capture_output=True,
             env={**os.environ, "PYTHONPATH": SRC},
         )
-        assert proc.returncode == 2 and message in proc.stderr.decode()
-        assert "Traceback" not in proc.stderr.decode()
-    assert callable(main)
+        stderr = proc.stderr.decode()
+        assert proc.returncode == 2 and message in stderr, stderr
+        assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
 
 
 def test_train_from_yaml_and_report(tmp_path):

@@ -27,9 +27,13 @@ ResponseCol = typer.Option(
     "response", "--response-col", help="Response column of a user file ('' for prompt files)."
 )
 LabelCol = typer.Option(
-    "label", "--label-col", help="Label column of a user file (1/0, unsafe/safe, true/false)."
+    "label",
+    "--label-col",
+    help="Label column of a user file (1/0, unsafe/safe, true/false; optional under its default name).",
 )
-CategoryCol = typer.Option(None, "--category-col", help="Category column of a user file.")
+CategoryCol = typer.Option(
+    "category", "--category-col", help="Category column of a user file (optional under its default name)."
+)
 IdCol = typer.Option(None, "--id-col", help="Id column of a user file (default: <file stem>-<row>).")
 
 
@@ -40,7 +44,7 @@ def open_dataset(
     prompt_col: str = "prompt",
     response_col: str | None = "response",
     label_col: str | None = "label",
-    category_col: str | None = None,
+    category_col: str | None = "category",
     id_col: str | None = None,
 ) -> Dataset:
     """A registered dataset by name, or a user file (CSV/TSV/JSONL/JSON/Parquet) through a column mapping."""
@@ -49,7 +53,7 @@ def open_dataset(
     if name in DATASETS:
         return load(name, data_dir=data_dir, split=split)
     if Path(name).exists():
-        columns = ColumnMap(prompt_col, response_col or None, label_col or None, category_col, id_col)
+        columns = ColumnMap(prompt_col, response_col or None, label_col or None, category_col or None, id_col)
         return load_file(name, columns)
     raise SeawallError(f"{name!r} is neither a dataset ({', '.join(DATASETS.names())}) nor an existing file")
 
@@ -79,7 +83,7 @@ def stats(
     prompt_col: str = PromptCol,
     response_col: str = ResponseCol,
     label_col: str = LabelCol,
-    category_col: str | None = CategoryCol,
+    category_col: str = CategoryCol,
     id_col: str | None = IdCol,
 ) -> None:
     """Print rows, label balance, per-category table, empty responses, duplicates and repaired rows."""
@@ -125,7 +129,7 @@ def split(
     prompt_col: str = PromptCol,
     response_col: str = ResponseCol,
     label_col: str = LabelCol,
-    category_col: str | None = CategoryCol,
+    category_col: str = CategoryCol,
     id_col: str | None = IdCol,
 ) -> None:
     """Split grouped by prompt (no prompt in two splits), stratified, seeded; write the manifest of ids."""
@@ -155,7 +159,7 @@ def export(
     prompt_col: str = PromptCol,
     response_col: str = ResponseCol,
     label_col: str = LabelCol,
-    category_col: str | None = CategoryCol,
+    category_col: str = CategoryCol,
     id_col: str | None = IdCol,
 ) -> None:
     """Export records as JSONL or Parquet, optionally one split of a manifest and deduplicated."""

@@ -14,12 +14,14 @@ from seawall.errors import DataError
 Aggregation = Literal["any-unsafe", "majority"]
 
 _UNSAFE = {"1", "1.0", "unsafe", "harmful", "true", "yes", "jailbroken", "positive"}
-_SAFE = {"0", "0.0", "safe", "harmless", "false", "no", "benign", "negative"}
+_SAFE = {"0", "0.0", "safe", "harmless", "unharmful", "false", "no", "benign", "negative"}
+# What spreadsheets, R and pandas write for an empty cell; in a label column it can only mean "no label".
+_MISSING = {"na", "n/a", "nan", "none", "null"}
 
 
 def parse_label(value: Any, where: str, allow_missing: bool = False) -> Label:
     """Map a raw label (1/0, unsafe/safe, true/false…) to a Label; anything else is an error naming `where`."""
-    if is_missing(value):
+    if is_missing(value) or str(value).strip().lower() in _MISSING:
         if allow_missing:
             return "unknown"
         raise DataError(f"{where}: missing label")

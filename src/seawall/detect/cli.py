@@ -9,6 +9,7 @@ from typing import Any, BinaryIO, TextIO
 
 import typer
 
+from seawall.data.cli import CategoryCol, IdCol, LabelCol, PromptCol, ResponseCol
 from seawall.errors import SeawallError
 
 app = typer.Typer(
@@ -53,7 +54,7 @@ def evaluate(
         "securebreak:test",
         "--data",
         "-d",
-        help="NAME[:SPLIT] (securebreak, gptfuzz, alpaca, refusals) or FILE.",
+        help="NAME[:SPLIT] (securebreak, gptfuzz, alpaca, refusals) or a CSV/TSV/JSONL/JSON/Parquet FILE.",
     ),
     out: str | None = typer.Option(None, "--out", "-o", help="Folder for report.json and the PNG plots."),
     operating_point: str | None = typer.Option(
@@ -63,12 +64,18 @@ def evaluate(
         1000, "--n-boot", help="Bootstrap resamples for the 95% intervals (0 = none)."
     ),
     data_dir: str | None = typer.Option(None, "--data-dir"),
+    prompt_col: str = PromptCol,
+    response_col: str = ResponseCol,
+    label_col: str = LabelCol,
+    category_col: str = CategoryCol,
+    id_col: str | None = IdCol,
 ) -> None:
     """Evaluate a saved detector: metrics with 95% CIs, confusion matrix, per-category table, plots."""
     from pathlib import Path as _Path
 
     from rich.console import Console
 
+    from seawall.data.generic import ColumnMap
     from seawall.detect.base import load_detector
     from seawall.detect.data import eval_records
     from seawall.detect.metrics import format_table
@@ -79,7 +86,8 @@ def evaluate(
     detector = load_detector(model)
     if operating_point:
         detector.set_operating_point(operating_point)
-    name, records, read_report = eval_records(data, data_dir)
+    columns = ColumnMap(prompt_col, response_col or None, label_col or None, category_col or None, id_col)
+    name, records, read_report = eval_records(data, data_dir, columns)
     report = evaluate_detector(detector, records, name, _Path(out) if out else None, n_boot)
     report["read_report"] = read_report
     if out:
@@ -88,8 +96,11 @@ def evaluate(
     console.print(
         f"{name}: {report['n']} labelled rows, threshold {report['threshold']:.4f} ({detector.detector_id})"
     )
-    for bad in read_report.get("bad_rows", [])[:20]:
-        console.print(f"[yellow]skipped line {bad['line']}: {bad['error']}[/yellow]")
+    if read_report.get("skipped_rows") or read_report.get("repaired_rows"):
+        console.print(
+            f"[yellow]read {read_report['rows']} rows: {read_report['skipped_rows']} skipped "
+            f"{read_report['skipped']}, {read_report['repaired_rows']} repaired {read_report['repaired']}[/yellow]"
+        )
     typer.echo(format_table(summary_rows(report), ["metric", "value", "ci95"]))
     console.print(f"confusion: {report['confusion']}")
     if report.get("per_category"):

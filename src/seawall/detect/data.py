@@ -11,7 +11,6 @@ response set's dev/test split are dropped from training, so no evaluation questi
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from seawall.data.generic import ColumnMap
 from seawall.data.records import ResponseRecord, normalize_text
 from seawall.errors import DataError, SeawallError
 
@@ -178,13 +178,17 @@ def _add_aux(
         out[split] += aux[split][: max(1, round(len(aux[split]) * ratio))]
 
 
-def eval_records(spec: str, data_dir: str | None = None) -> tuple[str, list[ResponseRecord], dict[str, Any]]:
+def eval_records(
+    spec: str, data_dir: str | None = None, columns: ColumnMap | None = None
+) -> tuple[str, list[ResponseRecord], dict[str, Any]]:
     """Records to evaluate on: NAME[:SPLIT] (canonical split, default test), `alpaca[:SPLIT]`,
-    `refusals[:SPLIT]`, or a .jsonl/.csv FILE with prompt/response/label columns. Returns (name, records, report).
+    `refusals[:SPLIT]`, or a user FILE (CSV, TSV, JSONL, JSON, Parquet) read as `seawall data` reads it, through
+    `columns`. Returns (name, records, read report).
     """
-    path = Path(spec)
-    if path.suffix.lower() in {".jsonl", ".csv"} or path.is_file():
-        return _file_records(path)
+    from seawall.data.generic import is_user_file
+
+    if is_user_file(spec):
+        return _file_records(Path(spec), columns)
     name, _, split = spec.partition(":")
     split = split or "test"
     if split not in SPLITS:
@@ -207,7 +211,7 @@ def eval_records(spec: str, data_dir: str | None = None) -> tuple[str, list[Resp
         return f"refusals:{split}", harmful_refusal_split(["advbench"], held, data_dir)[split], {}
     raise SeawallError(
         f"unknown evaluation data {spec!r}: use securebreak, gptfuzz, alpaca, refusals (optionally :train/:dev/:test) "
-        "or a .jsonl/.csv file"
+        "or a .csv/.tsv/.jsonl/.json/.parquet file"
     )
 
 
@@ -283,34 +287,16 @@ def iter_jsonl(stream: Any) -> Iterator[tuple[int, dict[str, Any] | None, str | 
             yield number, None, f"invalid JSON: {error.msg} at column {error.colno}"
 
 
-def _file_records(path: Path) -> tuple[str, list[ResponseRecord], dict[str, Any]]:
-    if not path.is_file():
-        raise DataError(f"evaluation file {path} does not exist")
-    records: list[ResponseRecord] = []
-    errors: list[dict[str, Any]] = []
-    if path.suffix.lower() == ".csv":
-        import pandas as pd
+def _file_records(
+    path: Path, columns: ColumnMap | None = None
+) -> tuple[str, list[ResponseRecord], dict[str, Any]]:
+    # The data layer's reader and label parser, so a file reads the same here as in `seawall data stats`.
+    from seawall.data.dataset import response_records
+    from seawall.data.generic import load_file
 
-        # Invalid UTF-8 bytes become U+FFFD instead of failing the whole file; the count is reported.
-        text = path.read_bytes().decode("utf-8", errors="replace")
-        frame = pd.read_csv(io.StringIO(text), dtype=object, keep_default_na=True)
-        for index, row in enumerate(frame.to_dict(orient="records")):
-            try:
-                records.append(row_to_record(row, f"{path.stem}-{index + 2}"))
-            except DataError as error:
-                errors.append({"line": index + 2, "error": str(error)})
-        report = {"rows": len(frame), "bad_rows": errors, "replacement_chars": text.count("\ufffd")}
-    else:
-        with path.open("rb") as stream:
-            for number, obj, error in iter_jsonl(stream):
-                if error is None:
-                    try:
-                        records.append(row_to_record(obj, f"{path.stem}-{number}"))
-                        continue
-                    except DataError as problem:
-                        error = str(problem)
-                errors.append({"line": number, "error": error})
-        report = {"rows": len(records) + len(errors), "bad_rows": errors}
+    dataset = load_file(path, columns)
+    records = response_records(dataset)
+    report = dataset.report.as_dict()
     if not records:
-        raise DataError(f"{path}: no usable rows ({len(errors)} bad rows; first: {errors[:1]})")
+        raise DataError(f"{path}: no usable rows ({report['skipped_rows']} skipped: {report['skipped']})")
     return path.stem, records, report
