@@ -60,14 +60,16 @@ def test_stop_filter_matches_truncate(split):
 
 def test_transformers_batched_greedy_matches_single_and_stream(tiny_model_dir):
     config = GenerationConfig(max_new_tokens=10)
-    gen = load_generator("transformers", model=str(tiny_model_dir), config=config, batch_size=4)
+    gen = load_generator(
+        "transformers", model=str(tiny_model_dir), config=config, batch_size=4, dtype="float32"
+    )
     prompts = ["hi", "a much longer prompt that forces left padding", [{"role": "user", "content": "x"}]]
     batched = gen.generate(prompts)
     single = [gen.generate([p])[0] for p in prompts]
     assert batched == single  # left padding must not change greedy outputs
     assert all(isinstance(t, str) and t for t in batched)
     assert "".join(gen.stream(prompts[1])) == batched[1]
-    assert gen.describe() == {"backend": "transformers", "model": str(tiny_model_dir)}
+    assert gen.describe() == {"backend": "transformers", "model": str(tiny_model_dir), "dtype": "float32"}
 
 
 def test_transformers_stop_strings_cut_output(tiny_model_dir):

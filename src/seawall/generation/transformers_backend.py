@@ -1,4 +1,9 @@
-"""Local causal LM through transformers: chat template, batched greedy generation with left padding, streaming."""
+"""Local causal LM through transformers: chat template, batched greedy generation with left padding, streaming.
+
+`dtype` is `auto | float32 | bfloat16` (`seawall.models.precision`): auto loads bf16 weights on CPUs with bf16
+matrix units (SmolLM2-135M: ~1.75× the tokens/s of fp32, 95% of greedy tokens identical) and fp32 elsewhere. The
+generations of the two differ, so the generation cache keys them apart (`seawall.generation.cache`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from seawall.errors import SeawallError
 from seawall.generation.base import BACKENDS, GenerationError, Generator, Message, as_messages
 from seawall.generation.config import GenerationConfig, StopFilter, truncate_at_stop
+from seawall.models.load import quiet_transformers
+from seawall.models.precision import resolve_precision, torch_dtype
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -41,7 +49,7 @@ class TransformersGenerator(Generator):
         tokenizer: Any = None,
         config: GenerationConfig | None = None,
         batch_size: int = 8,
-        dtype: str = "float32",
+        dtype: str = "auto",
         threads: int | None = 2,
     ) -> None:
         super().__init__(config)
@@ -52,15 +60,26 @@ class TransformersGenerator(Generator):
             torch.set_num_threads(threads)
         self.batch_size = batch_size
         if isinstance(model, str | Path):
+            try:
+                self.dtype = resolve_precision(dtype, "transformers.dtype")
+            except SeawallError as error:
+                raise GenerationError(str(error)) from None
             folder = resolve_model_dir(model)
             self.model_ref = str(model)
-            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
-            self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
+            try:
+                self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(folder)
+                with quiet_transformers():
+                    self.model = AutoModelForCausalLM.from_pretrained(
+                        folder, dtype=torch_dtype(self.dtype), use_safetensors=True, trust_remote_code=False
+                    )
+            except (OSError, ValueError) as error:
+                raise GenerationError(f"cannot load a causal LM from {folder}: {error}") from None
         else:
             if tokenizer is None:
                 raise GenerationError("a model object needs its tokenizer: pass tokenizer=...")
             self.model, self.tokenizer = model, tokenizer
             self.model_ref = getattr(model.config, "_name_or_path", "") or type(model).__name__
+            self.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         self.model.eval()
         if not getattr(self.tokenizer, "chat_template", None):
             raise GenerationError(f"tokenizer of {self.model_ref!r} has no chat template; use a chat model")
@@ -71,8 +90,8 @@ class TransformersGenerator(Generator):
         self._lock = threading.Lock()
 
     def describe(self) -> dict[str, Any]:
-        """Backend and model reference."""
-        return {"backend": self.backend, "model": self.model_ref}
+        """Backend, model reference and the dtype the weights run in."""
+        return {"backend": self.backend, "model": self.model_ref, "dtype": self.dtype}
 
     def _encode(self, conversations: Sequence[Sequence[Message]]) -> Any:
         texts = [
