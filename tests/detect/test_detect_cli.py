@@ -36,6 +36,7 @@ def _predict_proc(model: Path, *args: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_predict_streams_and_reports_bad_rows(tfidf_dir):
     lines = [
         json.dumps(
@@ -199,6 +200,7 @@ def test_eval_errors_are_one_line(tmp_path, tiny_bert_dir, tfidf_dir):
         assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
 
 
+@pytest.mark.slow
 def test_train_from_yaml_and_report(tmp_path):
     config = tmp_path / "run.yaml"
     results = tmp_path / "results"

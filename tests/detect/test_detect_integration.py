@@ -9,6 +9,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_demo_runs_with_real_minilm(tmp_path, capsys):
     from seawall.detect.base import load_detector
     from seawall.detect.demo import run

@@ -43,7 +43,6 @@ def mini_config(tiny_model, output, methods, detector=None):
     )
 
 
-@pytest.mark.slow
 def _rerun_without_generation(config, load, split, calls):
     """Run again with a generator that only records calls: a finished run must not generate anything."""
     return Experiment(
@@ -56,6 +55,7 @@ def _rerun_without_generation(config, load, split, calls):
     ).run()
 
 
+@pytest.mark.slow
 def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
     load, split = tiny_data
     from seawall.detect import make_detector

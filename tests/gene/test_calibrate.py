@@ -135,6 +135,7 @@ def _teach(model, tokenizer, pairs, steps=150):
     return model
 
 
+@pytest.mark.slow
 def test_calibration_on_the_aligned_models_own_refusals(trio, shots, tiny, tmp_path):
     tokenizer = load_tokenizer(trio["A"])
     # A refuses the first half of the harmful shots and complies with the rest: only its refusals become targets.

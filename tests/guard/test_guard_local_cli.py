@@ -131,6 +131,7 @@ def test_refusal_matcher_only_by_name_and_it_blocks_compliance(tmp_path):
     guard.close()
 
 
+@pytest.mark.slow
 def test_cli_serve_subprocess(tmp_path, upstream_url):
     folder = _tfidf_folder(tmp_path / "det")
     with socket.socket() as s:

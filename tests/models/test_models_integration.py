@@ -35,6 +35,7 @@ def test_minilm_provisions_and_embeds_by_meaning():
         assert classifier(**batch).logits.shape == (3, 2)
 
 
+@pytest.mark.slow
 def test_smollm2_provisions_converts_and_chats():
     folder = resolve_model("smollm2-135m-instruct")
     assert is_complete(folder) and resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == folder
