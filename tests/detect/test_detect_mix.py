@@ -1,0 +1,235 @@
+"""The v2 training mix on the real shared data: caps per source, a dev split that mixes every source, refusal
+templates held out of train, no prompt across splits, leave-one-source-out, and the LOSO script on a tiny tfidf."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from seawall.data import ResponseRecord, canonical_split, normalize_text
+from seawall.detect.data import (
+    REFUSAL_TEMPLATES,
+    SOURCES,
+    DataMix,
+    assemble_mix,
+    build_mix,
+    drop_cross_source_prompts,
+    eval_records,
+    leave_one_source_out,
+    mix_source,
+)
+from seawall.detect.pipeline import TrainConfig
+from seawall.errors import SeawallError
+
+ROOT = Path(__file__).resolve().parents[2]
+V2_ROWS = {
+    "securebreak": {"train": 2184, "dev": 250, "test": 524},
+    "gptfuzz": {"train": 3000, "dev": 250, "test": 924},
+    "diasafety": {"train": 4000, "dev": 250, "test": 1667},
+    "toxichat": {"train": 2796, "dev": 250, "test": 598},
+    "safetext": {"train": 1001, "dev": 215, "test": 214},
+    "safety-tuned-llamas": {"train": 1737, "dev": 250, "test": 373},
+    "openai-moderation": {"train": 604, "dev": 119, "test": 129},
+    "alpaca": {"train": 1000, "dev": 214, "test": 300},
+    "refusals": {"train": 357, "dev": 76, "test": 76},
+}
+
+
+@pytest.fixture(scope="module")
+def v2(shared_data):
+    config = TrainConfig.from_yaml(ROOT / "configs" / "detector-encoder-v2.yaml")
+    return assemble_mix(config.data, str(shared_data))
+
+
+def test_v2_config_builds_with_its_caps(v2):
+    splits, report = v2
+    assert report.rows == V2_ROWS
+    assert 15_000 <= len(splits["train"]) <= 20_000
+    for split in ("train", "dev", "test"):
+        assert Counter(mix_source(r) for r in splits[split]) == {
+            s: rows[split] for s, rows in V2_ROWS.items()
+        }
+    assert set(V2_ROWS) == set(SOURCES)  # the dev split used for calibration mixes every source
+    assert report.as_dict()["dropped"] == {"openai-moderation": {"unknown label": 813}}
+    tfidf = TrainConfig.from_yaml(ROOT / "configs" / "detector-tfidf-v2.yaml")
+    encoder = TrainConfig.from_yaml(ROOT / "configs" / "detector-encoder-v2.yaml")
+    assert tfidf.data == encoder.data and tfidf.eval_sets == encoder.eval_sets
+
+
+def test_mix_rows_are_labelled_and_no_prompt_crosses_splits(v2):
+    splits, _ = v2
+    assert all(r.y is not None for rows in splits.values() for r in rows)
+    prompts = {s: {normalize_text(r.prompt) for r in rows} - {""} for s, rows in splits.items()}
+    assert not prompts["train"] & prompts["dev"] and not prompts["train"] & prompts["test"]
+    assert not prompts["dev"] & prompts["test"]
+    texts = {s: {normalize_text(r.response) for r in rows if not r.prompt} for s, rows in splits.items()}
+    assert not texts["train"] & texts["test"]  # moderation texts are grouped by their text
+
+
+def _row(ident: str, prompt: str, source: str, label: str = "unsafe") -> ResponseRecord:
+    return ResponseRecord(id=ident, prompt=prompt, response=f"answer {ident}", label=label, source=source)
+
+
+def test_a_prompt_held_out_by_one_source_is_dropped_from_the_others():
+    parts = {
+        "a": {"train": [_row("a1", "How to X?", "a")], "dev": [_row("a2", "how to y", "a")], "test": []},
+        "b": {
+            "train": [_row("b1", "HOW TO Y!", "b"), _row("b2", "z", "b")],
+            "dev": [_row("b3", "How to X", "b")],
+            "test": [_row("b4", "how to x", "b")],
+        },
+    }
+    dropped = drop_cross_source_prompts(parts)
+    assert parts["a"]["train"] == []  # its prompt is b's test (and dev) prompt
+    assert [r.id for r in parts["b"]["train"]] == ["b2"]  # b1 is a's dev prompt
+    assert [r.id for r in parts["a"]["dev"]] == ["a2"] and [r.id for r in parts["b"]["dev"]] == ["b3"]
+    assert dropped == {
+        "a": {"train prompt held out by another source": 1, "dev prompt held out by another source": 0},
+        "b": {"train prompt held out by another source": 1, "dev prompt held out by another source": 0},
+    }
+    parts["a"]["dev"].append(_row("a3", "how to x?", "a"))
+    assert drop_cross_source_prompts(parts)["a"]["dev prompt held out by another source"] == 1
+
+
+def test_refusal_templates_of_dev_and_test_never_occur_in_train(shared_data):
+    pools = {split: set(templates) for split, templates in REFUSAL_TEMPLATES.items()}
+    assert (
+        not pools["train"] & pools["dev"]
+        and not pools["train"] & pools["test"]
+        and not pools["dev"] & pools["test"]
+    )
+    assert len(pools["train"]) >= 20 and len(pools["dev"]) >= 8 and len(pools["test"]) >= 8
+    splits = build_mix(DataMix(sets=[], harmful_refusals=400), str(shared_data))
+    _, test, _ = eval_records("refusals:test", str(shared_data))
+    train = {r.response for r in splits["train"]}
+    assert test and not {r.response for r in test} & train
+    assert not {r.response for r in splits["dev"]} & train
+    assert [r.id for r in test] == [
+        r.id for r in splits["test"]
+    ]  # the evaluated rows are the mix's held-out ones
+    uses = Counter(r.response for r in test)
+    assert set(uses) == pools["test"] and max(uses.values()) - min(uses.values()) <= 1
+    # no refusal prompt is any response set's prompt (SecureBreak's questions include AdvBench behaviours)
+    held = {normalize_text(r.prompt) for r in canonical_split("securebreak", data_dir=shared_data)["train"]}
+    assert not held & {normalize_text(r.prompt) for rows in splits.values() for r in rows}
+
+
+def test_dev_caps_per_source(shared_data):
+    mix = DataMix(sets=["securebreak", "safetext"], dev_rows_per_source=40, max_dev_rows={"safetext": 10})
+    splits, report = assemble_mix(mix, str(shared_data))
+    assert report.rows["securebreak"]["dev"] == 40 and report.rows["safetext"]["dev"] == 10
+    assert report.rows["securebreak"]["train"] == 2184 and report.rows["securebreak"]["test"] == 524
+    assert Counter(mix_source(r) for r in splits["dev"]) == {"securebreak": 40, "safetext": 10}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_leave_one_source_out(v2, source):
+    splits, _ = v2
+    holdout = leave_one_source_out(splits, source)
+    assert holdout.test and {mix_source(r) for r in holdout.test} == {source}
+    assert [r.id for r in holdout.test] == [r.id for r in splits["test"] if mix_source(r) == source]
+    for split in ("train", "dev"):
+        assert source not in {mix_source(r) for r in holdout[split]}
+        others = [r for r in splits[split] if mix_source(r) != source]
+        assert len(holdout[split]) == len(others) - holdout.dropped_for_prompt_overlap[split]
+        assert {mix_source(r) for r in holdout[split]} == set(SOURCES) - {source}
+    prompts = {
+        normalize_text(r.prompt) for rows in splits.values() for r in rows if mix_source(r) == source
+    } - {""}
+    assert not prompts & {normalize_text(r.prompt) for r in holdout.train + holdout.dev}
+
+
+def test_leave_one_source_out_drops_shared_prompts_and_rejects_bad_sources():
+    splits = {
+        "train": [_row("s1", "shared question", "securebreak"), _row("g1", "Shared question!", "gptfuzz")],
+        "dev": [_row("g2", "other", "gptfuzz")],
+        "test": [_row("s2", "a test question", "securebreak"), _row("g3", "g test", "gptfuzz")],
+    }
+    holdout = leave_one_source_out(splits, "securebreak")
+    assert (
+        holdout.train == []
+        and [r.id for r in holdout.dev] == ["g2"]
+        and [r.id for r in holdout.test] == ["s2"]
+    )
+    assert holdout.dropped_for_prompt_overlap == {"train": 1, "dev": 0}
+    with pytest.raises(SeawallError, match="unknown source 'sb'"):
+        leave_one_source_out(splits, "sb")
+    with pytest.raises(SeawallError, match="no test rows of 'diasafety'; it holds gptfuzz, securebreak"):
+        leave_one_source_out(splits, "diasafety")
+
+
+def test_eval_records_knows_the_v2_sets(shared_data):
+    name, records, _ = eval_records("diasafety:test", str(shared_data))
+    assert name == "diasafety:test"
+    assert [r.id for r in records] == [
+        r.id for r in canonical_split("diasafety", data_dir=shared_data)["test"]
+    ]
+    with pytest.raises(SeawallError, match="use securebreak, gptfuzz, diasafety, toxichat"):
+        eval_records("nope:test", str(shared_data))
+
+
+def _loso_script():
+    spec = importlib.util.spec_from_file_location("detector_loso", ROOT / "scripts" / "detector_loso.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY_TFIDF = """
+name: tiny-loso
+backend: tfidf
+params: {min_df: 1, ngram_max: 1, max_features: 3000, calibration: none, category_model: false}
+data:
+  sets: [securebreak, safetext, toxichat]
+  max_train_rows: {securebreak: 150, safetext: 150, toxichat: 150}
+  dev_rows_per_source: 60
+  benign_compliant: 60
+  harmful_refusals: 30
+output: unused
+n_boot: 0
+"""
+
+
+def test_loso_script_trains_resumes_and_renders(tmp_path, shared_data):
+    script = _loso_script()
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_TFIDF)
+    out = tmp_path / "loso"
+    messages: list[str] = []
+    results = script.run_loso(config, out, data_dir=str(shared_data), log=messages.append)
+    expected = ["none", "securebreak", "safetext", "toxichat", "alpaca", "refusals"]
+    assert list(results) == expected and sorted(p.stem for p in out.glob("*.json")) == sorted(expected)
+    full = results["none"]
+    assert full["train_sources"] == sorted(expected[1:]) and full["n_train"] == 150 * 3 + 60 + 30
+    for source in expected[1:]:
+        run = json.loads((out / f"{source}.json").read_text())
+        assert source not in run["train_sources"] and run["n_train"] < full["n_train"]
+        assert set(run["eval"]) == set(expected[1:])
+        assert run["eval"][source]["n"] == full["eval"][source]["n"] > 0
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    messages.clear()
+    script.run_loso(config, out, data_dir=str(shared_data), log=messages.append)
+    assert all("done already" in m for m in messages) and len(messages) == len(expected)
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+
+    config.write_text(TINY_TFIDF.replace("dev_rows_per_source: 60", "dev_rows_per_source: 50"))
+    with pytest.raises(SeawallError, match="was written for another config"):
+        script.run_loso(config, out, data_dir=str(shared_data), log=messages.append)
+
+    table = script.render_loso(out)
+    safetext_row = next(line for line in table.splitlines() if line.startswith("| safetext |"))
+    auroc = results["safetext"]["eval"]["safetext"]["metrics"]["auroc"]
+    assert f"**{auroc:.3f}**" in safetext_row
+    flagged = results["alpaca"]["eval"]["alpaca"]["metrics"]["flag_rate"]
+    assert f"**flag {flagged:.3f}**" in next(
+        line for line in table.splitlines() if line.startswith("| alpaca |")
+    )
+    change = auroc - results["none"]["eval"]["safetext"]["metrics"]["auroc"]
+    assert f"{change:+.3f}" in next(
+        line for line in table.splitlines() if line.startswith("| safetext | 214 |")
+    )
