@@ -29,13 +29,14 @@ class KeywordDetector:
     threshold_ = 0.5
     detector_id = "keyword-test-1"
 
-    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
-        self.delay, self.fail = delay, fail
+    def __init__(self, delay: float = 0.0, fail: bool = False, delay_on: str | None = None) -> None:
+        """`delay` seconds per call (only for calls whose responses hold `delay_on`, when given)."""
+        self.delay, self.fail, self.delay_on = delay, fail, delay_on
         self.calls = 0
 
     def predict_proba(self, pairs):
         self.calls += 1
-        if self.delay:
+        if self.delay and (self.delay_on is None or any(self.delay_on in r for _, r in pairs)):
             time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("detector exploded")
@@ -103,6 +104,37 @@ def upstream_app() -> FastAPI:
     async def completions(request: Request):
         return await handle(request, chat=False)
 
+    return app
+
+
+def scripted_upstream_app() -> FastAPI:
+    """An OpenAI-compatible upstream that answers whatever the request's `x_upstream` field scripts.
+
+    The proxy forwards unknown request fields, so a test (or a fuzzer) decides the upstream's exact answer:
+    `{"answer": {...}}` is returned as JSON, `{"chunks": [...]}` is streamed as SSE when the request streams.
+    Every body received is kept in `app.state.bodies`.
+    """
+    app = FastAPI()
+    app.state.bodies = []
+
+    async def handle(request: Request):
+        body = await request.json()
+        app.state.bodies.append(body)
+        script = body.get("x_upstream") if isinstance(body.get("x_upstream"), dict) else {}
+        if body.get("stream") is True:
+            chunks = script.get("chunks") or []
+
+            async def events():
+                for item in chunks:
+                    yield f"data: {json.dumps(item)}\n\n"
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        default = {"id": "up-1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
+        return JSONResponse(script.get("answer") or default)
+
+    app.post("/v1/chat/completions")(handle)
+    app.post("/v1/completions")(handle)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from seawall.errors import SeawallError
+from seawall.paths import cache_dir
 
 Action = Literal["block", "flag", "log"]
 
@@ -60,12 +62,31 @@ class Policy(BaseModel):
     stream: StreamPolicy = Field(default_factory=StreamPolicy)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` serves only this machine (localhost or a loopback address)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name (or "" = every interface) may resolve to anything
+
+
+def default_audit_db() -> Path:
+    """Where the audit log goes unless configured: under the seawall cache, never the working directory."""
+    return cache_dir("guard") / "audit.sqlite"
+
+
 class ServerConfig(BaseModel):
     """`seawall guard serve`: the proxy's upstream, detector, policy, limits, keys and audit log."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str = "127.0.0.1"
+    allow_open: bool = Field(
+        False,
+        description="Serve on a non-loopback host without API keys (an open proxy); refused unless set.",
+    )
     port: int = Field(8080, ge=0, le=65535)
     detector: str | None = Field(
         None,
@@ -89,9 +110,22 @@ class ServerConfig(BaseModel):
     max_tokens: int = Field(
         1024, ge=1, description="Largest max_tokens a client may ask for (also the default)."
     )
-    max_concurrency: int = Field(64, ge=1, description="Requests in flight; more get 429.")
+    max_concurrency: int = Field(
+        64, ge=1, description="Requests in flight (/v1/classify included); more get 429."
+    )
+    classify_max_pairs: int = Field(256, ge=1, description="Pairs one /v1/classify call may hold.")
+    classify_max_chars: int = Field(
+        100_000,
+        ge=1,
+        description="Characters (prompts + responses) one /v1/classify call may hold; more → 413.",
+    )
+    classify_workers: int = Field(
+        1, ge=1, description="Detector threads of /v1/classify, apart from those checking proxied answers."
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Upstream time limit; exceeded → 504.")
-    audit_db: str = Field("seawall-guard.sqlite", description="SQLite audit log path.")
+    audit_db: str | None = Field(
+        None, description="SQLite audit log path (None: <cache>/guard/audit.sqlite)."
+    )
     audit_store_text: bool = Field(False, description="Also store prompt/response text (off: hashes only).")
     protect_metrics: bool = Field(
         False, description="Require an API key on /metrics as well (/healthz always stays open)."
@@ -105,9 +139,19 @@ class ServerConfig(BaseModel):
     def _one_upstream(self) -> ServerConfig:
         if self.upstream_url and self.local_model:
             raise ValueError("set either upstream_url or local_model, not both")
-        if self.protect_metrics and not (self.api_keys_file or self.api_keys_env):
+        keyed = bool(self.api_keys_file or self.api_keys_env)
+        if self.protect_metrics and not keyed:
             raise ValueError("protect_metrics needs API keys: set api_keys_file or api_keys_env")
+        if not keyed and not is_loopback(self.host) and not self.allow_open:
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines and no API keys are set: that is an open "
+                "proxy; set api_keys_file or api_keys_env, or allow_open: true (--allow-open) if it is intended"
+            )
         return self
+
+    def audit_path(self) -> Path:
+        """The audit log's path: `audit_db`, else the default under the seawall cache."""
+        return Path(self.audit_db) if self.audit_db else default_audit_db()
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ServerConfig:

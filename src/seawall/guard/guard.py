@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import queue
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,6 +38,78 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return asdict(self)
+
+
+# Most severe first: the verdict of a response checked in several parts is its worst part's.
+SEVERITY = {"block": 3, "flag": 2, "log": 1, "allow": 0}
+
+
+def most_severe(verdicts: Sequence[Verdict]) -> Verdict:
+    """The verdict that decides for several checks of one response: the strictest action, then the highest score."""
+    return max(verdicts, key=lambda v: (SEVERITY.get(v.action, 0), v.unsafe, v.score or 0.0))
+
+
+def _stop_workers(jobs: queue.SimpleQueue, workers: int) -> None:
+    for _ in range(workers):
+        jobs.put(None)
+
+
+class DetectorThreads:
+    """A fixed pool of daemon threads for detector calls.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so one hung detector call kept the
+    process alive after shutdown. A timed-out call is abandoned here; its daemon thread dies with the process.
+    """
+
+    def __init__(self, workers: int, name: str = "seawall-detector") -> None:
+        self.workers, self.name = workers, name
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.closed = False
+        # Idle threads exit when the pool is garbage collected without close().
+        weakref.finalize(self, _stop_workers, self._jobs, workers)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run `fn(*args)` on a worker thread (started on demand, up to `workers`)."""
+        future: Future = Future()
+        with self._lock:
+            if self.closed:
+                raise RuntimeError("the guard is closed")
+            self._jobs.put((future, fn, args))
+            if len(self._threads) < self.workers:
+                thread = threading.Thread(
+                    target=_work, args=(self._jobs,), name=f"{self.name}-{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
+        return future
+
+    def close(self) -> None:
+        """Cancel queued calls and stop idle threads; never waits for a running (possibly hung) call."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        _stop_workers(self._jobs, self.workers)
+
+
+def _work(jobs: queue.SimpleQueue) -> None:
+    while (job := jobs.get()) is not None:
+        future, fn, args = job
+        if not future.set_running_or_notify_cancel():
+            continue  # cancelled while queued (its caller timed out)
+        try:
+            future.set_result(fn(*args))
+        except BaseException as error:
+            future.set_exception(error)
 
 
 def detector_identity(detector: Any) -> tuple[str, str]:
@@ -69,7 +145,13 @@ class Guard:
         self.detector_id, self.detector_version = detector_identity(detector)
         _warn_unreachable_rules(detector, self.policy)
         # Detector calls run on worker threads so a hung detector can be timed out (the thread is abandoned).
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seawall-detector")
+        self._threads = DetectorThreads(workers)
+
+    def with_own_threads(self, workers: int, name: str = "seawall-detector") -> Guard:
+        """The same detector and policy on separate worker threads, so one caller's load cannot starve another."""
+        other = copy.copy(self)
+        other._threads = DetectorThreads(workers, name)
+        return other
 
     def _score(self, pairs: list[tuple[str, str]]) -> tuple[list[float], list[str | None]]:
         proba = self.detector.predict_proba(pairs)
@@ -143,10 +225,11 @@ class Guard:
         """Verdicts for many pairs in one detector call (one shared time limit)."""
         pairs = [(str(p), str(r)) for p, r in pairs]
         start = time.perf_counter()
-        future = self._pool.submit(self._score, pairs)
         try:
+            future = self._threads.submit(self._score, pairs)
             return self._finish(pairs, future.result(timeout=self.policy.timeout_s), start)
         except FutureTimeout:
+            future.cancel()
             reason = f"detector timeout after {self.policy.timeout_s:g}s"
         except Exception as error:
             reason = f"detector error: {type(error).__name__}: {error}"
@@ -161,8 +244,9 @@ class Guard:
         """`check_batch` for asyncio code: the event loop is never blocked by the detector."""
         pairs = [(str(p), str(r)) for p, r in pairs]
         start = time.perf_counter()
-        future = asyncio.wrap_future(self._pool.submit(self._score, pairs))
         try:
+            future = asyncio.wrap_future(self._threads.submit(self._score, pairs))
+            # On timeout wait_for cancels the future, which also drops the call if it is still queued.
             result = await asyncio.wait_for(future, timeout=self.policy.timeout_s)
             return self._finish(pairs, result, start)
         except TimeoutError:
@@ -177,5 +261,5 @@ class Guard:
         return (await self.acheck_batch([(prompt, response)]))[0]
 
     def close(self) -> None:
-        """Release the worker threads (does not wait for a hung detector)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Release the worker threads (does not wait for a hung detector; later checks fail as errors)."""
+        self._threads.close()

@@ -23,6 +23,11 @@ class Metrics:
         "seawall_verdicts_total": ("Guard decisions, by action and category.", ("action", "category")),
         "seawall_upstream_errors_total": ("Upstream failures, by kind.", ("kind",)),
         "seawall_detector_failures_total": ("Detector errors and timeouts (fail-closed or fail-open).", ()),
+        "seawall_dropped_fields_total": (
+            "Upstream answer fields not passed on (unchecked or blocked), by part of the answer.",
+            ("field",),
+        ),
+        "seawall_audit_failures_total": ("Decisions the audit log failed to write (each also logged).", ()),
     }
 
     def __init__(self) -> None:

@@ -21,10 +21,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from seawall.errors import SeawallError
 from seawall.guard.audit import AuditLog
 from seawall.guard.config import ServerConfig
-from seawall.guard.guard import Guard, Verdict
+from seawall.guard.guard import Guard, Verdict, most_severe
 from seawall.guard.metrics import Metrics
-from seawall.guard.stream import StreamGuard
-from seawall.guard.upstream import HTTPUpstream, LocalUpstream, UpstreamError, _text
+from seawall.guard.response import (
+    COMPLETIONS,
+    ChunkFields,
+    Dropped,
+    InvalidAnswer,
+    checked_texts,
+    envelope_of,
+    finish_reason_of,
+    joined,
+    read_answer,
+    usage_of,
+)
+from seawall.guard.stream import FieldStreamGuard
+from seawall.guard.upstream import HTTPUpstream, LocalUpstream, UpstreamError, message_text
 
 log = logging.getLogger("seawall.guard")
 
@@ -47,6 +59,7 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="Limited like max_tokens.")
     n: int = Field(1, ge=1, le=1, description="The guard checks a single choice per request.")
 
 
@@ -58,6 +71,7 @@ class CompletionRequest(BaseModel):
     prompt: str
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, description="Limited like max_tokens.")
     n: int = Field(1, ge=1, le=1, description="The guard checks a single choice per request.")
 
 
@@ -73,7 +87,32 @@ class ClassifyRequest(BaseModel):
     """A batch of pairs for /v1/classify."""
 
     model_config = ConfigDict(extra="forbid")
-    pairs: list[ClassifyPair] = Field(min_length=1, max_length=1024)
+    pairs: list[ClassifyPair] = Field(min_length=1, description="At most `classify_max_pairs` (config).")
+
+
+def openapi_body(model: type[BaseModel], maxima: dict[str, int] | None = None) -> dict[str, Any]:
+    """An OpenAPI request body for `model` (the handlers read the raw body themselves, so FastAPI cannot).
+
+    `maxima` adds the configured upper bounds of integer fields (e.g. max_tokens) to the published schema.
+    """
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+    for name, maximum in (maxima or {}).items():
+        for option in schema["properties"][name].get("anyOf", [schema["properties"][name]]):
+            if option.get("type") == "integer":
+                option["maximum"] = maximum
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    body = {"required": True, "content": {"application/json": {"schema": inline(schema)}}}
+    return {"requestBody": body}
 
 
 class HTTPError(Exception):
@@ -99,11 +138,8 @@ def load_api_keys(config: ServerConfig) -> list[bytes]:
         path = Path(config.api_keys_file)
         if not path.is_file():
             raise SeawallError(f"api_keys_file {path} does not exist")
-        keys += [
-            line.strip()
-            for line in path.read_text().splitlines()
-            if line.strip() and not line.startswith("#")
-        ]
+        lines = (line.strip() for line in path.read_text().splitlines())
+        keys += [line for line in lines if line and not line.startswith("#")]
     if config.api_keys_env:
         value = os.environ.get(config.api_keys_env)
         if value is None:
@@ -124,16 +160,29 @@ def _field_error(error: ValidationError) -> HTTPError:
 
 def _prompt_of(path: str, body: dict[str, Any]) -> str:
     """The text the detector pairs with the response: the last user turn (or the completion prompt)."""
-    if path == "/completions":
+    if path == COMPLETIONS:
         return str(body["prompt"])
     users = [m for m in body["messages"] if m.get("role") == "user"]
-    return _text((users or body["messages"])[-1].get("content"))
+    return message_text((users or body["messages"])[-1].get("content"))
 
 
-def _choice_text(path: str, choice: dict[str, Any], delta: bool) -> str:
-    if path == "/completions":
-        return choice.get("text") or ""
-    return ((choice.get("delta") if delta else choice.get("message")) or {}).get("content") or ""
+def _limit_lengths(parsed: ChatRequest | CompletionRequest, body: dict[str, Any], limit: int) -> None:
+    """Reject a length over the limit; forward the validated values, and max_tokens always.
+
+    max_completion_tokens is also sent as max_tokens: an upstream that reads only max_tokens must not generate
+    without a bound when the client used the newer name.
+    """
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = getattr(parsed, name)
+        if value is not None and value > limit:
+            raise HTTPError(400, f"invalid request: {name}: {value} exceeds the limit {limit}", param=name)
+    body["max_tokens"] = parsed.max_tokens or parsed.max_completion_tokens or limit
+    if parsed.max_completion_tokens is not None:
+        body["max_completion_tokens"] = parsed.max_completion_tokens
+    # The upstream gets the values the proxy validated ("stream": "yes" passed validation as true).
+    body["stream"] = parsed.stream
+    if "n" in body:
+        body["n"] = parsed.n
 
 
 def _sse(obj: Any) -> bytes:
@@ -166,10 +215,13 @@ class CountRequests:
 
 
 class GuardApp:
-    """State shared by the handlers: config, guard, upstream, audit log, metrics, keys, in-flight count."""
+    """State shared by the handlers: config, guards, upstream, audit log, metrics, keys, in-flight count."""
 
     def __init__(self, config: ServerConfig, guard: Guard, upstream: Any, audit: AuditLog, keys: list[bytes]):
         self.config, self.guard, self.upstream, self.audit, self.keys = config, guard, upstream, audit, keys
+        # /v1/classify runs on its own detector threads: its batches (and its hung calls) cannot starve the
+        # checks of proxied answers.
+        self.classify_guard = guard.with_own_threads(config.classify_workers, "seawall-classify")
         self.metrics = Metrics()
         self.in_flight = 0
 
@@ -187,6 +239,14 @@ class GuardApp:
             raise HTTPError(
                 401, "missing or invalid API key (Authorization: Bearer <key>)", "authentication_error"
             )
+
+    def admit(self) -> None:
+        """Take an in-flight slot (the caller gives it back), or 429 when all are taken."""
+        if self.in_flight >= self.config.max_concurrency:
+            raise HTTPError(
+                429, f"too many requests in flight (limit {self.config.max_concurrency})", "rate_limit"
+            )
+        self.in_flight += 1
 
     async def read_json(self, request: Request) -> Any:
         limit = self.config.max_body_bytes
@@ -209,21 +269,47 @@ class GuardApp:
         if verdict.error:
             self.metrics.inc("seawall_detector_failures_total")
 
+    def count_dropped(self, dropped: Dropped) -> None:
+        """Count the fields left out of one answer, by family (bounded labels; the answer names each field)."""
+        for name in dropped:
+            self.metrics.inc("seawall_dropped_fields_total", dropped.family(name))
+
+    def audit_failed(self, rid: str, error: BaseException) -> None:
+        """A decision the audit log could not write: never silent."""
+        self.metrics.inc("seawall_audit_failures_total")
+        log.error("audit log write failed for %s: %s: %s", rid, type(error).__name__, error)
+
     async def record(
         self, rid: str, verdict: Verdict, prompt: str, response: str, endpoint: str, model: Any, stream: bool
     ) -> None:
         """Count the decision and wait until the audit log has committed it."""
         self._count(verdict)
-        await self.audit.arecord(
-            rid, verdict, prompt, response, endpoint, str(model) if model else None, stream
-        )
+        try:
+            await self.audit.arecord(
+                rid, verdict, prompt, response, endpoint, str(model) if model else None, stream
+            )
+        except Exception as error:
+            self.audit_failed(rid, error)
+            raise
 
     def record_nowait(
         self, rid: str, verdict: Verdict, prompt: str, response: str, endpoint: str, model: Any, stream: bool
     ) -> None:
         """Count the decision and queue it for the audit log (for a cancelled request that cannot wait)."""
         self._count(verdict)
-        self.audit.submit(rid, verdict, prompt, response, endpoint, str(model) if model else None, stream)
+        try:
+            done = self.audit.submit(
+                rid, verdict, prompt, response, endpoint, str(model) if model else None, stream
+            )
+        except Exception as error:
+            self.audit_failed(rid, error)
+            return
+
+        def committed(future: Any) -> None:
+            if future.exception() is not None:
+                self.audit_failed(rid, future.exception())
+
+        done.add_done_callback(committed)
 
     def upstream_failed(self, error: UpstreamError) -> HTTPError:
         self.metrics.inc("seawall_upstream_errors_total", error.kind)
@@ -231,15 +317,25 @@ class GuardApp:
         return HTTPError(error.status, error.message, "upstream_error")
 
 
+def verdict_extra(rid: str, verdict: Verdict, dropped: Dropped) -> dict[str, Any]:
+    """The `seawall` object of an answer the guard changed: the verdict when not allow, and the fields dropped."""
+    if verdict.action == "allow" and not dropped:
+        return {}
+    return {"seawall": {"request_id": rid, **verdict.to_dict(), "dropped": list(dropped)}}
+
+
 def create_app(
     config: ServerConfig, guard: Guard, upstream: Any, audit: AuditLog, keys: list[bytes]
 ) -> FastAPI:
-    """The proxy app around ready-made parts (see `build_app` to make them from a config)."""
+    """The proxy app around ready-made parts (see `build_app` to make them from a config); it closes them all."""
     state = GuardApp(config, guard, upstream, audit, keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        # Detector threads first: a hung detector must not keep the process alive (they are never waited for).
+        guard.close()
+        state.classify_guard.close()
         await upstream.aclose()
         audit.close()  # writes every queued decision before the process exits
 
@@ -267,7 +363,7 @@ def create_app(
                 return error.response()
         return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    async def guarded(request: Request, path: str, schema: type[BaseModel]) -> Response:
+    async def guarded(request: Request, path: str, schema: type[ChatRequest | CompletionRequest]) -> Response:
         rid = f"req-{uuid.uuid4().hex}"
         headers = {"x-request-id": rid}
         try:
@@ -279,23 +375,11 @@ def create_app(
                 parsed = schema.model_validate(body)
             except ValidationError as error:
                 raise _field_error(error) from None
-            if parsed.max_tokens is not None and parsed.max_tokens > config.max_tokens:
-                raise HTTPError(
-                    400,
-                    f"invalid request: max_tokens: {parsed.max_tokens} exceeds the limit {config.max_tokens}",
-                    param="max_tokens",
-                )
-            body.setdefault("max_tokens", config.max_tokens)
-            if body.get("max_tokens") is None:
-                body["max_tokens"] = config.max_tokens
-            if state.in_flight >= config.max_concurrency:
-                raise HTTPError(
-                    429, f"too many requests in flight (limit {config.max_concurrency})", "rate_limit"
-                )
+            _limit_lengths(parsed, body, config.max_tokens)
+            state.admit()
         except HTTPError as error:
             extra = {"Retry-After": "1"} if error.status == 429 else {}
             return error.response({**headers, **extra})
-        state.in_flight += 1
         released = False
         try:
             if parsed.stream:
@@ -319,24 +403,16 @@ def create_app(
         except UpstreamError as error:
             raise state.upstream_failed(error) from None
         try:
-            choice = upstream_json["choices"][0]
-        except (KeyError, IndexError, TypeError):
-            raise state.upstream_failed(
-                UpstreamError(502, "invalid", "upstream answer has no choices")
-            ) from None
-        prompt, text = _prompt_of(path, body), _choice_text(path, choice, delta=False)
-        verdict = await guard.acheck(prompt, text)
+            answer = read_answer(path, upstream_json)
+        except InvalidAnswer as error:
+            raise state.upstream_failed(UpstreamError(502, "invalid", str(error))) from None
+        prompt, text = _prompt_of(path, body), joined(answer.texts)
+        verdict = most_severe(await guard.acheck_batch([(prompt, t) for t in checked_texts(answer.texts)]))
         await state.record(rid, verdict, prompt, text, path, body.get("model"), stream=False)
+        state.count_dropped(answer.dropped)
         headers = {**headers, "x-seawall-action": verdict.action}
-        if verdict.action == "block":
-            choice["finish_reason"] = "content_filter"
-            if path == "/completions":
-                choice["text"] = guard.policy.refusal
-            else:
-                choice["message"] = {"role": "assistant", "content": guard.policy.refusal}
-        if verdict.action in ("block", "flag"):
-            upstream_json["seawall"] = {"request_id": rid, **verdict.to_dict()}
-        return JSONResponse(upstream_json, headers=headers)
+        out = answer.blocked(guard.policy.refusal) if verdict.action == "block" else answer.released()
+        return JSONResponse({**out, **verdict_extra(rid, verdict, answer.dropped)}, headers=headers)
 
     async def stream_response(rid: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> Response:
         try:
@@ -347,10 +423,14 @@ def create_app(
         except UpstreamError as error:
             raise state.upstream_failed(error) from None
         prompt = _prompt_of(path, body)
-        sg = StreamGuard(guard, prompt)
+        sg = FieldStreamGuard(guard, prompt)
+        fields = ChunkFields(path)
+        dropped = Dropped()
+        refusal = [(("text",) if path == COMPLETIONS else ("content",), guard.policy.refusal)]
 
         async def events() -> AsyncIterator[bytes]:
             envelope: dict[str, Any] = {}
+            usage: dict[str, Any] | None = None
             finish = "stop"
             recorded = False
 
@@ -358,32 +438,38 @@ def create_app(
                 nonlocal recorded
                 recorded = True
                 await state.record(rid, verdict, prompt, sg.text, path, body.get("model"), stream=True)
+                state.count_dropped(dropped)
 
-            def chunk(text: str | None, finish_reason: str | None, extra: dict | None = None) -> bytes:
-                if path == "/completions":
-                    choice = {"index": 0, "text": text or "", "finish_reason": finish_reason}
-                else:
-                    choice = {
-                        "index": 0,
-                        "delta": {"content": text} if text else {},
-                        "finish_reason": finish_reason,
-                    }
-                return _sse({**envelope, "choices": [choice], **(extra or {})})
+            def chunk(pieces: list, finish_reason: str | None = None, **extra: Any) -> bytes:
+                return _sse({**envelope, "choices": [fields.choice(pieces, finish_reason)], **extra})
 
             try:
                 try:
                     async for item in chunks:
-                        if not envelope:
-                            envelope = {k: item[k] for k in ("id", "object", "created", "model") if k in item}
-                        choices = item.get("choices") or []
-                        if not choices:
+                        if not isinstance(item, dict):
+                            dropped.add("chunk")
                             continue
-                        finish = choices[0].get("finish_reason") or finish
-                        out = await sg.afeed(_choice_text(path, choices[0], delta=True))
-                        if out:
-                            yield chunk(out, "content_filter" if sg.blocked else None)
+                        if not envelope:
+                            envelope = envelope_of(path, item, dropped, chunk=True)
+                        if item.get("usage") is not None:
+                            usage = usage_of(item["usage"], dropped)
+                        pieces = []
+                        for choice in item.get("choices") or []:
+                            index = choice.get("index", 0) if isinstance(choice, dict) else None
+                            if index != 0:
+                                # One choice is asked for (n=1); any other is dropped, never sent unchecked.
+                                dropped.add(f"choices[{str(index)[:20]}]")
+                                continue
+                            finish = finish_reason_of(choice, "chunk", dropped) or finish
+                            pieces += fields.pieces(choice, dropped)
+                        if not pieces:
+                            continue
+                        out = await sg.afeed(pieces)
                         if sg.blocked:
+                            yield chunk(refusal)
                             break
+                        if out:
+                            yield chunk(out)
                 except UpstreamError as error:
                     # Part of the response may already be with the client: this is a decision, so audit it.
                     failure = state.upstream_failed(error)
@@ -395,15 +481,17 @@ def create_app(
                     return
                 if not sg.blocked:
                     out = await sg.afinish()
-                    if out:
-                        yield chunk(out, None if not sg.blocked else "content_filter")
+                    if sg.blocked:
+                        yield chunk(refusal)
+                    elif out:
+                        yield chunk(out)
                 verdict = sg.verdict
                 assert verdict is not None
                 await record(verdict)
-                extra = (
-                    {"seawall": {"request_id": rid, **verdict.to_dict()}} if verdict.action != "allow" else {}
-                )
-                yield chunk(None, "content_filter" if sg.blocked else finish, extra)
+                extra = verdict_extra(rid, verdict, dropped)
+                if usage is not None:
+                    extra["usage"] = usage
+                yield chunk([], "content_filter" if sg.blocked else finish, **extra)
                 yield b"data: [DONE]\n\n"
             finally:
                 state.in_flight -= 1
@@ -421,20 +509,23 @@ def create_app(
             events(), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
         )
 
-    @app.post("/v1/chat/completions")
+    lengths = {"max_tokens": config.max_tokens, "max_completion_tokens": config.max_tokens}
+
+    @app.post("/v1/chat/completions", openapi_extra=openapi_body(ChatRequest, lengths))
     async def chat_completions(request: Request) -> Response:
         """OpenAI chat completions, checked by the guard (stream true/false)."""
         return await guarded(request, "/chat/completions", ChatRequest)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=openapi_body(CompletionRequest, lengths))
     async def completions(request: Request) -> Response:
         """OpenAI text completions, checked by the guard (stream true/false)."""
-        return await guarded(request, "/completions", CompletionRequest)
+        return await guarded(request, COMPLETIONS, CompletionRequest)
 
-    @app.post("/v1/classify")
+    @app.post("/v1/classify", openapi_extra=openapi_body(ClassifyRequest))
     async def classify(request: Request) -> Response:
         """Score a batch of (prompt, response) pairs; every verdict is audited."""
         rid = f"req-{uuid.uuid4().hex}"
+        headers = {"x-request-id": rid}
         try:
             state.authorize(request)
             raw = await state.read_json(request)
@@ -442,37 +533,77 @@ def create_app(
                 parsed = ClassifyRequest.model_validate(raw)
             except ValidationError as error:
                 raise _field_error(error) from None
+            _limit_pairs(parsed, config)
+            state.admit()
         except HTTPError as error:
-            return error.response({"x-request-id": rid})
-        verdicts = await guard.acheck_batch([(p.prompt, p.response) for p in parsed.pairs])
-        await asyncio.gather(
-            *(
-                state.record(
-                    f"{rid}:{i}", verdict, pair.prompt, pair.response, "/classify", None, stream=False
+            extra = {"Retry-After": "1"} if error.status == 429 else {}
+            return error.response({**headers, **extra})
+        try:
+            pairs = [(p.prompt, p.response) for p in parsed.pairs]
+            verdicts = await state.classify_guard.acheck_batch(pairs)
+            await asyncio.gather(
+                *(
+                    state.record(f"{rid}:{i}", verdict, prompt, response, "/classify", None, stream=False)
+                    for i, ((prompt, response), verdict) in enumerate(zip(pairs, verdicts, strict=True))
                 )
-                for i, (pair, verdict) in enumerate(zip(parsed.pairs, verdicts, strict=True))
             )
-        )
-        return JSONResponse(
-            {"request_id": rid, "results": [v.to_dict() for v in verdicts]}, headers={"x-request-id": rid}
-        )
+        finally:
+            state.in_flight -= 1
+        return JSONResponse({"request_id": rid, "results": [v.to_dict() for v in verdicts]}, headers=headers)
 
     return app
 
 
+def _limit_pairs(parsed: ClassifyRequest, config: ServerConfig) -> None:
+    """One /v1/classify call may hold at most `classify_max_pairs` pairs and `classify_max_chars` characters."""
+    if len(parsed.pairs) > config.classify_max_pairs:
+        raise HTTPError(
+            400,
+            f"invalid request: pairs: {len(parsed.pairs)} pairs exceed the limit {config.classify_max_pairs}",
+            param="pairs",
+        )
+    chars = sum(len(p.prompt) + len(p.response) for p in parsed.pairs)
+    if chars > config.classify_max_chars:
+        raise HTTPError(
+            413,
+            f"pairs hold {chars} characters, over the limit of {config.classify_max_chars}",
+            param="pairs",
+        )
+
+
+def upstream_api_key(config: ServerConfig) -> str | None:
+    """The upstream's API key from `upstream_api_key_env`; a named variable that is unset is an error."""
+    if not config.upstream_api_key_env:
+        return None
+    key = os.environ.get(config.upstream_api_key_env)
+    if not key:
+        raise SeawallError(
+            f"upstream_api_key_env: environment variable {config.upstream_api_key_env} is not set (or empty); "
+            "refusing to call the upstream without its key"
+        )
+    return key
+
+
+def make_upstream(config: ServerConfig) -> Any:
+    """The upstream `config` names: its URL (with its API key), else the in-process local model."""
+    if config.upstream_url:
+        return HTTPUpstream(config.upstream_url, config.request_timeout_s, upstream_api_key(config))
+    from seawall.generation import load_generator
+    from seawall.generation.transformers_backend import DEFAULT_MODEL
+
+    model = config.local_model or DEFAULT_MODEL
+    return LocalUpstream(load_generator("transformers", model=model), model, config.max_tokens)
+
+
 def build_app(config: ServerConfig) -> FastAPI:
-    """Make the detector, guard, upstream, audit log and keys from `config`, then the app."""
+    """Make the keys, detector, guard, upstream and audit log from `config`, then the app."""
     from seawall.guard.detectors import resolve_detector
 
-    guard = Guard(resolve_detector(config.detector), config.policy)
+    # Configuration mistakes first, before a detector or a model is loaded.
+    keys = load_api_keys(config)
     if config.upstream_url:
-        key = os.environ.get(config.upstream_api_key_env) if config.upstream_api_key_env else None
-        upstream: Any = HTTPUpstream(config.upstream_url, config.request_timeout_s, key)
-    else:
-        from seawall.generation import load_generator
-        from seawall.generation.transformers_backend import DEFAULT_MODEL
-
-        model = config.local_model or DEFAULT_MODEL
-        upstream = LocalUpstream(load_generator("transformers", model=model), model, config.max_tokens)
-    audit = AuditLog(config.audit_db, config.audit_store_text, config.audit_synchronous)
-    return create_app(config, guard, upstream, audit, load_api_keys(config))
+        upstream_api_key(config)
+    guard = Guard(resolve_detector(config.detector), config.policy)
+    upstream = make_upstream(config)
+    audit = AuditLog(config.audit_path(), config.audit_store_text, config.audit_synchronous)
+    return create_app(config, guard, upstream, audit, keys)

@@ -4,15 +4,18 @@ Every `check_every` new characters the latest `window` characters are scored; th
 its last `holdback` characters (a phrase that turns unsafe only with the next tokens is still withheld). At the end
 the full text is checked once more before the rest is released. A blocking verdict cuts the stream: nothing more
 of the response is released and the refusal is sent instead.
+
+`FieldStreamGuard` does the same for a response whose text arrives in several fields (content, reasoning, tool-call
+arguments): they are checked as one text and what is released is mapped back to its fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import replace
 
 from seawall.guard.config import StreamPolicy
-from seawall.guard.guard import Guard, Verdict
+from seawall.guard.guard import Guard, Verdict, most_severe
 
 
 class StreamGuard:
@@ -75,10 +78,14 @@ class StreamGuard:
         window = self._due(final=False)
         return "" if window is None else self._apply(self.guard.check(self.prompt, window), final=False)
 
-    def finish(self) -> str:
-        """Final full-text check; returns the rest of the text, or the refusal."""
-        window = self._due(final=True)
-        return "" if window is None else self._apply(self.guard.check(self.prompt, window), final=True)
+    def _final_pairs(self, also: Sequence[str]) -> list[tuple[str, str]]:
+        return [(self.prompt, text) for text in (self.text, *also)]
+
+    def finish(self, also: Sequence[str] = ()) -> str:
+        """Final check of the full text (and of `also`, in the same batch); returns the rest, or the refusal."""
+        if self.blocked:
+            return ""
+        return self._apply(most_severe(self.guard.check_batch(self._final_pairs(also))), final=True)
 
     async def afeed(self, chunk: str) -> str:
         """`feed` for asyncio code."""
@@ -88,10 +95,100 @@ class StreamGuard:
             "" if window is None else self._apply(await self.guard.acheck(self.prompt, window), final=False)
         )
 
-    async def afinish(self) -> str:
+    async def afinish(self, also: Sequence[str] = ()) -> str:
         """`finish` for asyncio code."""
-        window = self._due(final=True)
-        return "" if window is None else self._apply(await self.guard.acheck(self.prompt, window), final=True)
+        if self.blocked:
+            return ""
+        verdicts = await self.guard.acheck_batch(self._final_pairs(also))
+        return self._apply(most_severe(verdicts), final=True)
+
+
+Piece = tuple[Hashable, str]
+
+
+class FieldStreamGuard:
+    """Streaming checks for a response whose text arrives in several fields, e.g. content and tool-call arguments.
+
+    Pieces are checked as one text in arrival order, with a newline wherever the field changes, so every window
+    covers the latest text whatever field it came in; what `StreamGuard` releases is mapped back to its fields.
+    The final check scores that text and, when there are several, each field's full text on its own.
+    """
+
+    SEPARATOR = "\n"
+
+    def __init__(self, guard: Guard, prompt: str, policy: StreamPolicy | None = None) -> None:
+        self.checker = StreamGuard(guard, prompt, policy)
+        self.fields: dict[Hashable, str] = {}  # each field's full text, in order of first appearance
+        self._runs: list[tuple[Hashable | None, int, int]] = []  # (field or None for a separator, start, end)
+        self._released_run = 0  # runs before this index are entirely released
+
+    @property
+    def text(self) -> str:
+        """All text so far, fields joined in arrival order (what the audit log hashes)."""
+        return self.checker.text
+
+    @property
+    def blocked(self) -> bool:
+        """True once a check blocked the response (the caller sends the refusal)."""
+        return self.checker.blocked
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """The final (or blocking) verdict."""
+        return self.checker.verdict
+
+    def interrupted(self, action: str, reason: str) -> Verdict:
+        """See `StreamGuard.interrupted`."""
+        return self.checker.interrupted(action, reason)
+
+    def _append(self, pieces: Iterable[Piece]) -> str:
+        added = []
+        end = len(self.checker.text)
+        for field, text in pieces:
+            if not text:
+                continue
+            last = self._runs[-1][0] if self._runs else None
+            if self._runs and field != last:
+                self._runs.append((None, end, end + len(self.SEPARATOR)))
+                added.append(self.SEPARATOR)
+                end += len(self.SEPARATOR)
+            if self._runs and self._runs[-1][0] == field:
+                start = self._runs[-1][1]
+                self._runs[-1] = (field, start, end + len(text))
+            else:
+                self._runs.append((field, end, end + len(text)))
+            self.fields[field] = self.fields.get(field, "") + text
+            added.append(text)
+            end += len(text)
+        return "".join(added)
+
+    def _pieces(self, start: int, end: int) -> list[Piece]:
+        out: list[Piece] = []
+        for i in range(self._released_run, len(self._runs)):
+            field, run_start, run_end = self._runs[i]
+            if run_start >= end:
+                break
+            if run_end <= end:
+                self._released_run = i + 1
+            lo, hi = max(start, run_start), min(end, run_end)
+            if field is not None and lo < hi:
+                out.append((field, self.checker.text[lo:hi]))
+        return out
+
+    def _released(self, before: int) -> list[Piece]:
+        return [] if self.blocked else self._pieces(before, self.checker.emitted)
+
+    async def afeed(self, pieces: Iterable[Piece]) -> list[Piece]:
+        """Add (field, text) pieces; returns the pieces that may be sent now (none once blocked)."""
+        before = self.checker.emitted
+        await self.checker.afeed(self._append(pieces))
+        return self._released(before)
+
+    async def afinish(self) -> list[Piece]:
+        """Final check of all text and of each field's own; returns the rest, or nothing when blocked."""
+        before = self.checker.emitted
+        await self.checker.afinish(also=list(self.fields.values()) if len(self.fields) > 1 else ())
+        return self._released(before)
 
 
 def guard_stream(

@@ -132,7 +132,7 @@ class LocalUpstream:
         if path == "/completions":
             # The local backend is a chat model: a plain completion prompt is sent as one user turn.
             return [{"role": "user", "content": str(body["prompt"])}]
-        return [{"role": m["role"], "content": _text(m.get("content"))} for m in body["messages"]]
+        return [{"role": m["role"], "content": message_text(m.get("content"))} for m in body["messages"]]
 
     def _envelope(self, path: str, chunk: bool) -> dict[str, Any]:
         kind = "text_completion" if path == "/completions" else "chat.completion"
@@ -199,10 +199,11 @@ class LocalUpstream:
         """Nothing to release."""
 
 
-def _text(content: Any) -> str:
+def message_text(content: Any) -> str:
     """Text of an OpenAI message content: a string, or a list of parts whose text parts are joined."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        texts = (p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return "".join(t for t in texts if isinstance(t, str))
     return ""
