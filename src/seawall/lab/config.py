@@ -37,6 +37,11 @@ class TrainConfig(BaseModel):
     lora_targets: tuple[str, ...] = LINEAR_MODULES
     checkpoint_every: int = Field(20, ge=1, description="optimiser steps between resumable checkpoints")
     threads: int = Field(2, ge=1, description="torch CPU threads")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="forward passes under bf16 autocast (fp32 master weights) where the CPU has bf16 units "
+        "(auto), or always fp32; see seawall.models.precision",
+    )
 
 
 class AlignData(BaseModel):

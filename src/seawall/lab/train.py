@@ -1,4 +1,9 @@
-"""A small, resumable supervised fine-tuning loop for chat models: loss on the response tokens only."""
+"""A small, resumable supervised fine-tuning loop for chat models: loss on the response tokens only.
+
+With `precision` auto (bf16 CPUs) or bfloat16, the forward passes run under bf16 autocast while the weights, the
+gradients and the optimizer state stay fp32; the run record names the precision used. The precision is not part
+of a run's identity: a checkpoint resumes, and a finished output is reused, whatever the precision.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from tqdm.auto import tqdm
 from seawall.errors import SeawallError
 from seawall.io import atomic_dir, atomic_write_json
 from seawall.lab.config import TrainConfig
+from seawall.models.load import quiet_transformers
+from seawall.models.precision import autocast, resolve_precision
 
 IGNORE = -100
 Messages = list[dict[str, str]]
@@ -179,8 +186,21 @@ def load_causal_lm(model_dir: str | Path, threads: int = 2) -> tuple[Any, Any]:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):
         raise SeawallError(f"model {model_dir} has no chat template; the lab recipes train chat models")
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    try:
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(model_dir), dtype=torch.float32, use_safetensors=True, trust_remote_code=False
+            )
+    except (OSError, ValueError) as error:
+        raise SeawallError(f"cannot load a causal LM from {model_dir}: {error}") from None
     return model, tokenizer
+
+
+def _recipe_identity(config: Any) -> Any:
+    """A recipe as compared with a finished run's: without `train.precision`, which changes speed, not the recipe."""
+    if isinstance(config, dict) and isinstance(config.get("train"), dict):
+        return {**config, "train": {k: v for k, v in config["train"].items() if k != "precision"}}
+    return config
 
 
 def _first_difference(old: Any, new: Any, path: str = "config") -> str:
@@ -208,16 +228,18 @@ def train(
     output = Path(output)
     if (output / "record.json").exists():
         finished = json.loads((output / "record.json").read_text())
-        wanted = (record or {}).get("config")
-        if wanted is not None and finished.get("config") != wanted:
+        wanted = _recipe_identity((record or {}).get("config"))
+        done = _recipe_identity(finished.get("config"))
+        if wanted is not None and done != wanted:
             raise SeawallError(
                 f"{output} holds a model trained with another recipe (first difference: "
-                f"{_first_difference(finished.get('config'), wanted)}); pick another output folder or delete it"
+                f"{_first_difference(done, wanted)}); pick another output folder or delete it"
             )
         return finished
     if not examples:
         raise SeawallError("no training examples; check the data options of the recipe")
     started = time.time()
+    precision = resolve_precision(config.precision, "train.precision")
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     model, tokenizer = load_causal_lm(model_dir, config.threads)
@@ -266,7 +288,7 @@ def train(
     )
     manifest = data_manifest(examples)
     fingerprint = hashlib.sha256(
-        (manifest["sha256"] + config.model_dump_json() + str(model_dir)).encode()
+        (manifest["sha256"] + config.model_dump_json(exclude={"precision"}) + str(model_dir)).encode()
     ).hexdigest()
     checkpoint = output / "checkpoint"
     step, losses, elapsed_before = 0, [], 0.0
@@ -295,7 +317,8 @@ def train(
         n_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
         total = 0.0
         for batch in micro:
-            loss_sum, _ = response_loss_sum(model, batch)
+            with autocast(precision):
+                loss_sum, _ = response_loss_sum(model, batch)
             (loss_sum / max(1, n_tokens)).backward()
             total += loss_sum.item()
         torch.nn.utils.clip_grad_norm_(list(_trainable(model).values()), 1.0)
@@ -321,7 +344,7 @@ def train(
     bar.close()
 
     model.eval()
-    with atomic_dir(output / "model", overwrite=True) as tmp:
+    with atomic_dir(output / "model", overwrite=True) as tmp, quiet_transformers():
         if config.method == "lora":
             model.save_pretrained(str(output / ".adapter.tmp"))
             merged = model.merge_and_unload()
@@ -341,6 +364,7 @@ def train(
         "data": manifest,
         "skipped_too_long": skipped,
         "steps": total_steps,
+        "precision": precision,
         "losses": losses,
         "train_time_s": round(elapsed_before + time.time() - started, 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
