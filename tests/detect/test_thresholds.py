@@ -54,3 +54,12 @@ def test_source_balanced_needs_matching_groups() -> None:
     assert "source_balanced" not in choose_thresholds(p, y)
     with pytest.raises(SeawallError, match="source names for"):
         choose_thresholds(p, y, groups=groups[:10])
+
+
+def test_calibrate_offers_the_source_balanced_operating_point(sb_split) -> None:
+    from seawall.detect import make_detector
+
+    detector = make_detector("tfidf", threshold_strategy="source_balanced")
+    detector.fit(sb_split["train"][:600], dev=sb_split["dev"])
+    assert "source_balanced" in detector.thresholds_
+    assert detector.threshold_ == detector.thresholds_["source_balanced"]

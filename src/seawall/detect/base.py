@@ -189,7 +189,9 @@ class Detector(BaseEstimator):
         from seawall.detect.calibration import apply_calibrator
 
         p = apply_calibrator(self.calibrator_, raw)
-        self.thresholds_ = choose_thresholds(p, y, target_recall=self.target_recall)
+        # Each dev row's source, so "source_balanced" can weigh every kind of text equally.
+        sources = np.asarray([r.source or "unknown" for r in dev if r.y is not None])
+        self.thresholds_ = choose_thresholds(p, y, target_recall=self.target_recall, groups=sources)
         self.set_operating_point(self.threshold_strategy)  # also refreshes detector_id
         return {
             "calibrator": self.calibrator_["method"],
