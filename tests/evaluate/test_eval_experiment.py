@@ -145,6 +145,7 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
     assert rejudged["settings"]["tasks"] == ["sst2"] and set(rejudged["utility"]) == {"sst2"}
 
 
+@pytest.mark.slow
 def test_recovery_whatever_the_method_order_and_a_reapplied_method_is_measured_again(
     tiny_model, tiny_data, tmp_path
 ):

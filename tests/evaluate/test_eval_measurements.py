@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import types
 
+import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -33,6 +34,7 @@ def nudged_copy(source, folder, seed, scale=0.05):
     return folder
 
 
+@pytest.mark.slow
 def test_a_rewritten_model_is_measured_again_not_reported_with_the_old_numbers(
     tiny_model, tiny_data, tmp_path
 ):
@@ -61,6 +63,7 @@ def test_a_rewritten_model_is_measured_again_not_reported_with_the_old_numbers(
     assert any("changed since it was measured" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_safegene_peft_output_is_merged_onto_the_target_not_onto_a(tiny_model, tmp_path):
     from seawall.evaluate.methods import apply_method
     from seawall.gene import Shots
