@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from guard_helpers import proxy
+from guard_helpers import KeywordDetector, proxy
 from typer.testing import CliRunner
 
 from seawall.data.records import ResponseRecord
@@ -21,9 +21,9 @@ from seawall.detect import load_detector, make_detector
 from seawall.errors import SeawallError
 from seawall.generation import load_generator
 from seawall.generation.tiny import build_tiny_chat_model
-from seawall.guard.audit import query
+from seawall.guard.audit import AuditLog, query
 from seawall.guard.cli import app
-from seawall.guard.config import DEFAULT_REFUSAL
+from seawall.guard.config import DEFAULT_REFUSAL, ServerConfig
 from seawall.guard.guard import Guard
 from seawall.guard.upstream import LocalUpstream
 
@@ -171,3 +171,53 @@ def test_cli_serve_subprocess(tmp_path, upstream_url):
     assert [r["action"] for r in rows] == ["block"] and rows[0]["request_id"] == answer.headers[
         "x-request-id"
     ]
+
+
+def test_open_proxy_is_refused_unless_allowed(tmp_path):
+    with pytest.raises(ValueError, match="open proxy"):
+        ServerConfig(host="0.0.0.0")
+    for ok in (
+        {"host": "127.0.0.1"},
+        {"host": "::1"},
+        {"host": "localhost"},
+        {"host": "0.0.0.0", "allow_open": True},
+        {"host": "0.0.0.0", "api_keys_env": "GUARD_KEYS"},
+    ):
+        ServerConfig(**ok)
+    runner = CliRunner()
+    missing = str(tmp_path / "no-detector")
+    refused = runner.invoke(
+        app, ["serve", "--host", "0.0.0.0", "--upstream-url", "http://127.0.0.1:9/v1", "--detector", missing]
+    )
+    assert isinstance(refused.exception, SeawallError) and "--allow-open" in str(refused.exception)
+    # With the flag, the configuration passes and the next problem (here: no such detector) is reported.
+    allowed = runner.invoke(
+        app,
+        [
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--allow-open",
+            "--upstream-url",
+            "http://127.0.0.1:9/v1",
+            "--detector",
+            missing,
+        ],
+    )
+    assert isinstance(allowed.exception, SeawallError) and "neither a detector folder" in str(
+        allowed.exception
+    )
+
+
+def test_audit_log_defaults_to_the_cache_not_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEAWALL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    config = ServerConfig()
+    assert config.audit_path() == tmp_path / "cache" / "guard" / "audit.sqlite"
+    audit = AuditLog(config.audit_path())
+    audit.record("r1", Guard(KeywordDetector()).check("q", "fine"), "q", "fine", "/classify")
+    audit.close()
+    listed = CliRunner().invoke(app, ["log", "--json"])  # no --db: the same default
+    assert listed.exit_code == 0, listed.output
+    assert [json.loads(line)["endpoint"] for line in listed.output.splitlines()] == ["/classify"]
+    assert not list(tmp_path.glob("*.sqlite"))

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from guard_helpers import UNSAFE_WORD, KeywordDetector, answer_for, free_dead_url, proxy
+from guard_helpers import UNSAFE_WORD, KeywordDetector, answer_for, free_dead_url, proxy, serve
 
+from seawall.errors import SeawallError
+from seawall.guard import server
+from seawall.guard.audit import AuditLog
 from seawall.guard.config import DEFAULT_REFUSAL, ServerConfig
+from seawall.guard.guard import Guard
+from seawall.guard.server import build_app, create_app, load_api_keys
+from seawall.guard.upstream import HTTPUpstream
 
 SAFE = "say:The capital of France is Paris, a city on the Seine with many museums."
 UNSAFE = (
@@ -133,7 +144,7 @@ def test_malformed_requests_name_the_field(tmp_path, upstream_url):
         assert audit_rows(db) == []
 
 
-def test_api_keys_constant_time_401(tmp_path, upstream_url, caplog):
+def test_api_keys_accept_only_a_configured_bearer_key(tmp_path, upstream_url, caplog):
     keys = ("sk-good", "sk-other")
     with proxy(tmp_path, upstream_url + "/v1", keys=keys) as (url, _, _), httpx.Client(timeout=10) as client:
         post = lambda h: client.post(f"{url}/v1/chat/completions", json=chat(SAFE), headers=h)  # noqa: E731
@@ -306,3 +317,109 @@ def test_client_disconnect_mid_stream_is_audited(tmp_path, upstream_url):
             time.sleep(0.05)
         (row,) = audit_rows(db)
     assert row["request_id"] == rid and row["action"] == "client_disconnect"
+
+
+def test_api_key_check_compares_every_key_in_constant_time(tmp_path, upstream_url, monkeypatch):
+    # The check must go through hmac.compare_digest for every configured key, matched or not (no early exit).
+    compared = []
+    compare_digest = hmac.compare_digest
+
+    def recording_compare_digest(a, b):
+        compared.append((a, b))
+        return compare_digest(a, b)
+
+    monkeypatch.setattr(server.hmac, "compare_digest", recording_compare_digest)
+    keys = ("sk-first", "sk-second", "sk-third")
+    with proxy(tmp_path, upstream_url + "/v1", keys=keys) as (url, _, _), httpx.Client(timeout=10) as client:
+        for presented, status in (("sk-first", 200), ("sk-nope", 401)):
+            compared.clear()
+            response = client.post(
+                f"{url}/v1/chat/completions",
+                json=chat(SAFE),
+                headers={"Authorization": f"Bearer {presented}"},
+            )
+            assert response.status_code == status
+            assert compared == [(presented.encode(), k.encode()) for k in keys]
+
+
+def test_keys_file_comments_may_be_indented(tmp_path):
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("sk-one\n  # an indented comment\n\t# another\n  sk-two  \n")
+    assert load_api_keys(ServerConfig(api_keys_file=str(keys_file))) == [b"sk-one", b"sk-two"]
+
+
+def test_missing_upstream_key_variable_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("SEAWALL_TEST_UPSTREAM_KEY", raising=False)
+    config = ServerConfig(
+        upstream_url=free_dead_url(),
+        upstream_api_key_env="SEAWALL_TEST_UPSTREAM_KEY",
+        detector="refusal",
+        audit_db=str(tmp_path / "audit.sqlite"),
+    )
+    with pytest.raises(SeawallError, match="SEAWALL_TEST_UPSTREAM_KEY is not set"):
+        build_app(config)
+
+
+def test_shutdown_closes_the_guard(tmp_path, upstream_url):
+    config = ServerConfig(upstream_url=upstream_url + "/v1", audit_db=str(tmp_path / "audit.sqlite"))
+    guard = Guard(KeywordDetector(), config.policy)
+    app = create_app(config, guard, HTTPUpstream(config.upstream_url), AuditLog(config.audit_db), [])
+    with serve(app) as url:
+        assert httpx.post(f"{url}/v1/chat/completions", json=chat(SAFE), timeout=10).status_code == 200
+    after = guard.check("q", "fine")
+    assert after.action == "block" and "closed" in after.error  # its threads are gone: fails closed
+
+
+HUNG_DETECTOR_SERVER = """
+import sys, httpx
+sys.path.insert(0, {tests!r})
+from guard_helpers import KeywordDetector, proxy, serve, upstream_app
+from pathlib import Path
+with serve(upstream_app()) as upstream:
+    hung = KeywordDetector(delay=60.0)
+    with proxy(Path({tmp!r}), upstream + "/v1", detector=hung, policy={{"timeout_s": 0.1}}) as (url, _, _):
+        body = {{"model": "m", "messages": [{{"role": "user", "content": "say:hello"}}]}}
+        answer = httpx.post(url + "/v1/chat/completions", json=body, timeout=10).json()
+        print(answer["seawall"]["error"], flush=True)
+print("exiting", flush=True)
+"""
+
+
+def test_process_exits_despite_a_hung_detector(tmp_path):
+    script = HUNG_DETECTOR_SERVER.format(tests=str(Path(__file__).parent), tmp=str(tmp_path))
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": src},
+        capture_output=True,
+        text=True,
+        timeout=30,  # the detector hangs for 60 s: only a process that does not wait for it gets here
+    )
+    assert done.returncode == 0, done.stderr
+    assert "detector timeout after 0.1s" in done.stdout and "exiting" in done.stdout
+    assert time.perf_counter() - start < 30
+
+
+def test_audit_failure_on_client_disconnect_is_logged_and_counted(tmp_path, upstream_url, caplog):
+    small_checks = {"stream": {"check_every": 4, "window": 64, "holdback": 0}}
+    with proxy(tmp_path, upstream_url + "/v1", policy=small_checks) as (url, db, _):
+        # A real SQLite failure for exactly this kind of decision.
+        conn = sqlite3.connect(db)
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON decisions WHEN NEW.action = 'client_disconnect' "
+            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        conn.commit()
+        conn.close()
+        with httpx.Client(timeout=10) as client:
+            body = chat("slow:" + "a harmless sentence that goes on " * 4, stream=True)
+            with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+                rid = response.headers["x-request-id"]
+                next(line for line in response.iter_lines() if '"content"' in line)
+            deadline = time.time() + 5
+            while "seawall_audit_failures_total 1" not in (metrics := client.get(f"{url}/metrics").text):
+                assert time.time() < deadline, metrics
+                time.sleep(0.05)
+    assert audit_rows(db) == []
+    assert f"audit log write failed for {rid}" in caplog.text and "disk says no" in caplog.text

@@ -23,14 +23,23 @@ def serve(
         help="Detector folder, or `refusal` (a refusal-rate judge: blocks every compliant answer). "
         "Default: the project's trained default detector; an error if it has not been trained.",
     ),
-    audit_db: str | None = typer.Option(None, help="SQLite audit log path."),
+    audit_db: str | None = typer.Option(
+        None, help="SQLite audit log path (default <cache>/guard/audit.sqlite)."
+    ),
     access_log: bool | None = typer.Option(
         None, "--access-log/--no-access-log", help="uvicorn's per-request access log (default off)."
+    ),
+    allow_open: bool = typer.Option(
+        False,
+        "--allow-open",
+        help="Serve a non-loopback --host without API keys (an open proxy); refused without this flag.",
     ),
 ) -> None:
     """Run the guard proxy in front of an upstream URL or the in-process local model."""
     import uvicorn
+    from pydantic import ValidationError
 
+    from seawall.errors import SeawallError
     from seawall.guard.config import ServerConfig
     from seawall.guard.server import build_app
 
@@ -45,16 +54,21 @@ def serve(
             detector=detector,
             audit_db=audit_db,
             access_log=access_log,
+            allow_open=allow_open or None,
         ).items()
         if v is not None
     }
-    cfg = ServerConfig.model_validate({**base.model_dump(), **overrides})
+    try:
+        cfg = ServerConfig.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as error:
+        message = "; ".join(e["msg"].removeprefix("Value error, ") for e in error.errors())
+        raise SeawallError(f"guard serve: {message}") from None
     uvicorn.run(build_app(cfg), host=cfg.host, port=cfg.port, log_level="info", access_log=cfg.access_log)
 
 
 @app.command("log")
 def log_(
-    db: str = typer.Option("seawall-guard.sqlite", "--db", help="Audit log path."),
+    db: str | None = typer.Option(None, "--db", help="Audit log path (default <cache>/guard/audit.sqlite)."),
     since: str | None = typer.Option(None, help="Duration ago (30m, 2h, 7d) or an ISO time."),
     action: str | None = typer.Option(
         None, help="allow, block, flag, log, upstream_error or client_disconnect."
@@ -68,8 +82,9 @@ def log_(
     from rich.table import Table
 
     from seawall.guard.audit import query
+    from seawall.guard.config import default_audit_db
 
-    rows = query(db, since=since, action=action, category=category, limit=limit or None)
+    rows = query(db or default_audit_db(), since=since, action=action, category=category, limit=limit or None)
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row, ensure_ascii=False))

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seawall.errors import SeawallError
 from seawall.guard.audit import AuditLog
-from seawall.guard.config import ServerConfig
+from seawall.guard.config import ServerConfig, is_loopback
 from seawall.guard.guard import Guard, Verdict, most_severe
 from seawall.guard.metrics import Metrics
 from seawall.guard.response import (
@@ -601,6 +601,11 @@ def build_app(config: ServerConfig) -> FastAPI:
 
     # Configuration mistakes first, before a detector or a model is loaded.
     keys = load_api_keys(config)
+    if not keys and not is_loopback(config.host):
+        log.warning(
+            "OPEN PROXY: serving %s without API keys (allow_open is set): anyone who can reach it can use it",
+            config.host,
+        )
     if config.upstream_url:
         upstream_api_key(config)
     guard = Guard(resolve_detector(config.detector), config.policy)
