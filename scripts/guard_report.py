@@ -13,10 +13,45 @@ from pathlib import Path
 
 from seawall.io import atomic_write_text
 
+REPOSITORY = Path(__file__).resolve().parents[1]
 BASELINE_NOTE = (
-    "`baseline` is the proxy from `{src}` (the code before the hot-path changes), run in the same rounds against "
-    "the same upstream, so all three columns share the machine's load."
+    "`baseline` is the proxy of the code before the hot-path changes, from {src}, run in the same rounds "
+    "against the same upstream, so all three columns share the machine's load."
 )
+
+
+def baseline_source(src: str) -> str:
+    """The baseline's source tree as the reader can find it: a repository path, never a machine-local one."""
+    path = Path(src)
+    resolved = (REPOSITORY / path).resolve() if not path.is_absolute() else path.resolve()
+    if resolved.is_relative_to(REPOSITORY):
+        return f"`{resolved.relative_to(REPOSITORY)}`"
+    return "a source tree outside the repository (`--baseline-src`)"
+
+
+def leak_reading(tradeoff: list[dict]) -> str:
+    """What the measured `leaked_chars` / `marker_leaked` / `blocked` columns say, as one paragraph."""
+    leaked = [s for s in tradeoff if s["leaked_chars"] > 0]
+    if not leaked:
+        sentence = "No character of the unsafe sentence reached the client in any configuration."
+    else:
+        worst = max(leaked, key=lambda s: s["leaked_chars"])
+        sentence = (
+            f"In {len(leaked)} of {len(tradeoff)} configurations the start of the unsafe sentence reached the "
+            f"client before the cut: at most {worst['leaked_chars']} characters (check every "
+            f"{worst['check_every']}, hold-back {worst['holdback']}), text that every check covering it had "
+            "judged safe."
+        )
+    word = [s for s in tradeoff if s["marker_leaked"]]
+    sentence += (
+        f" The unsafe word itself, or its start, reached the client in {len(word)} configuration(s)."
+        if word
+        else " The unsafe word itself never did, not even in part."
+    )
+    unblocked = [s for s in tradeoff if not s["blocked"]]
+    if unblocked:
+        sentence += f" {len(unblocked)} configuration(s) never blocked the response."
+    return sentence
 
 
 def load_table(data: dict, src: str) -> list[str]:
@@ -63,7 +98,7 @@ def load_table(data: dict, src: str) -> list[str]:
     for name, count in data["decisions_logged"].items():
         lines.append(f"- {name}: {count} / {data['requests_sent']}")
     if has_base:
-        lines += ["", BASELINE_NOTE.format(src=data["baseline_src"])]
+        lines += ["", BASELINE_NOTE.format(src=baseline_source(data["baseline_src"]))]
     return [*lines, ""]
 
 
@@ -110,7 +145,7 @@ def main(src: str = "bench/results/guard_load.json", out: str = "docs/results/gu
         "",
         "Reading: a larger check interval delays the first text (the client waits for the first check) and costs",
         "fewer detector calls; the hold-back keeps the last checked characters back so that the start of an unsafe",
-        "phrase completed by the next chunk is not sent. Unchecked text is never sent in any configuration.",
+        "phrase completed by the next chunk is not sent. " + leak_reading(data["stream_tradeoff"]),
         "",
     ]
     atomic_write_text(out, "\n".join(lines))
