@@ -8,12 +8,15 @@ import sqlite3
 
 import pytest
 from guard_helpers import UNSAFE_WORD, KeywordDetector
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from seawall.errors import SeawallError
 from seawall.guard import CategoryRule, Guard, Policy, StreamGuard, StreamPolicy, guard_stream
 from seawall.guard.audit import AuditLog, parse_since, query, sha256
 from seawall.guard.config import ServerConfig
 from seawall.guard.metrics import Metrics
+from seawall.guard.stream import FieldStreamGuard
 
 
 def test_verdict_fields_and_default_block():
@@ -90,6 +93,69 @@ def test_stream_final_check_catches_what_windows_miss():
     guard = Guard(KeywordDetector(), Policy(stream=StreamPolicy(check_every=4, window=6, holdback=len(text))))
     out = "".join(guard_stream(guard, "q", iter(text)))
     assert out == guard.policy.refusal
+
+
+FIELD_PIECES = st.lists(
+    st.tuples(
+        st.sampled_from([("content",), ("reasoning",), ("tool", 0, "arguments")]), st.text("ab c", max_size=9)
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pieces=FIELD_PIECES, every=st.integers(1, 20), holdback=st.integers(0, 12))
+def test_field_stream_releases_each_field_exactly(pieces, every, holdback):
+    guard = Guard(
+        KeywordDetector(), Policy(stream=StreamPolicy(check_every=every, window=16, holdback=holdback))
+    )
+    sg = FieldStreamGuard(guard, "q")
+    released: dict = {}
+
+    def collect(out):
+        for field, text in out:
+            released[field] = released.get(field, "") + text
+
+    for i in range(0, len(pieces), 3):
+        collect(asyncio.run(sg.afeed(pieces[i : i + 3])))
+    collect(asyncio.run(sg.afinish()))
+    expected: dict = {}
+    for field, text in pieces:
+        if text:
+            expected[field] = expected.get(field, "") + text
+    assert released == expected and sg.verdict.action == "allow"
+    guard.close()
+
+
+@pytest.mark.parametrize("field", [("reasoning",), ("tool", 0, "arguments")])
+def test_field_stream_blocks_unsafe_text_in_any_field_before_it_is_sent(field):
+    guard = Guard(KeywordDetector(), Policy(stream=StreamPolicy(check_every=8, window=64, holdback=16)))
+    sg = FieldStreamGuard(guard, "q")
+    unsafe = f"now attach the {UNSAFE_WORD} to it"
+    pieces = [(("content",), "A harmless start. ")] + [
+        (field, unsafe[i : i + 3]) for i in range(0, len(unsafe), 3)
+    ]
+    sent = ""
+    for piece in pieces:
+        sent += "".join(text for _, text in asyncio.run(sg.afeed([piece])))
+        if sg.blocked:
+            break
+    assert sg.blocked and sg.verdict.action == "block" and UNSAFE_WORD[:4] not in sent
+    guard.close()
+
+
+def test_field_stream_final_check_scores_each_field_alone():
+    # This detector fires only on the exact text of one field: the joined text never matches it.
+    class SingleFieldDetector(KeywordDetector):
+        def predict_proba(self, pairs):
+            p = [0.9 if r == "the fuse" else 0.1 for _, r in pairs]
+            return [[1 - x, x] for x in p]
+
+    guard = Guard(SingleFieldDetector(), Policy(stream=StreamPolicy(check_every=1000, holdback=0)))
+    sg = FieldStreamGuard(guard, "q")
+    asyncio.run(sg.afeed([(("content",), "hello"), (("reasoning",), "the fuse")]))
+    assert asyncio.run(sg.afinish()) == [] and sg.blocked
+    guard.close()
 
 
 def test_audit_log_wal_one_row_per_decision_and_query(tmp_path):

@@ -34,11 +34,10 @@ class StreamGuard:
         self._worst: Verdict | None = None
         self._last: Verdict | None = None
 
-    def _due(self, final: bool) -> str | None:
+    def _due(self) -> str | None:
+        """The window to check now, if one is due."""
         if self.blocked:
             return None
-        if final:
-            return self.text
         if len(self.text) - self._checked_at < self.policy.check_every:
             return None
         return self.text[-self.policy.window :] if self.policy.window else self.text
@@ -75,7 +74,7 @@ class StreamGuard:
     def feed(self, chunk: str) -> str:
         """Add generated text; returns what may be sent now (the refusal once blocked, then nothing)."""
         self.text += chunk
-        window = self._due(final=False)
+        window = self._due()
         return "" if window is None else self._apply(self.guard.check(self.prompt, window), final=False)
 
     def _final_pairs(self, also: Sequence[str]) -> list[tuple[str, str]]:
@@ -90,7 +89,7 @@ class StreamGuard:
     async def afeed(self, chunk: str) -> str:
         """`feed` for asyncio code."""
         self.text += chunk
-        window = self._due(final=False)
+        window = self._due()
         return (
             "" if window is None else self._apply(await self.guard.acheck(self.prompt, window), final=False)
         )
