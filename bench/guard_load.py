@@ -4,9 +4,15 @@ The fake upstream and the proxy (`seawall guard serve`, the real CLI) each run i
 127.0.0.1, free ports, stopped at the end); the load client runs in this process and calls the upstream directly
 and through the proxy in the same run, so the ratio is proxy / direct on the same machine state.
 Also measures the streaming trade-off (check interval / hold-back vs time to first text and leaked characters).
+The proxy's detector is the `refusal` matcher by default (the proxy's own cost); `--detector DIR` uses a trained
+detector folder instead (an encoder scores with its bf16 copy on CPUs with bf16 units, see `seawall detect bench`),
+so the figures include one real detector call per request. The 1-, 5- and 15-minute load averages before and after
+are recorded and printed, with a loud warning when the machine was busy at the start.
 Writes bench/results/guard_load.json; `python scripts/guard_report.py` turns it into docs/results/guard.md.
 
     PYTHONPATH=src python bench/guard_load.py [--requests 400] [--rounds 3] [--baseline-src OLD/src]
+    PYTHONPATH=src python bench/guard_load.py --detector ~/.cache/seawall/detectors/default \
+        --requests 200 --out bench/results/guard_load_encoder.json
     PYTHONPATH=src python bench/guard_load.py --audit-synchronous FULL --out bench/results/guard_load_full.json
     PYTHONPATH=src python scripts/guard_report.py bench/results/guard_load.json docs/results/guard.md \
         bench/results/guard_load_full.json
@@ -35,6 +41,7 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from seawall.detect.bench import load_average, warn_if_busy
 from seawall.guard import Guard, Policy, StreamGuard, StreamPolicy
 from seawall.io import atomic_write_json
 
@@ -205,13 +212,37 @@ def median_run(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
-def start_proxy(tmp: Path, name: str, upstream: str, src: Path, synchronous: str) -> tuple[Process, Path]:
+def detector_info(detector: str) -> dict:
+    """What the proxies score with: the `refusal` matcher, or a detector folder's id, backend and precision."""
+    if detector == "refusal":
+        return {"detector": "refusal"}
+    import json
+
+    from seawall.models.precision import resolve_precision
+
+    config = json.loads((Path(detector) / "detector.json").read_text())
+    params = config.get("params", {})
+    scoring = (
+        "onnx" if params.get("runtime") == "onnx" else resolve_precision(params.get("precision", "auto"))
+    )
+    return {
+        "detector": str(detector),
+        "detector_id": config.get("detector_id"),
+        "backend": config.get("backend"),
+        "scoring": "int8" if params.get("quantize") else scoring,
+    }
+
+
+def start_proxy(
+    tmp: Path, name: str, upstream: str, src: Path, synchronous: str, detector: str
+) -> tuple[Process, Path]:
     """A `seawall guard serve` process (from the source tree `src`) with its own audit log."""
     port, db = free_port(), tmp / f"audit-{name}.sqlite"
     config = {
         "upstream_url": upstream + "/v1",
         "port": port,
-        "detector": "refusal",  # no training needed; the bench measures the proxy, not detector quality
+        # `refusal` needs no training and measures the proxy itself; a detector folder adds a real model call
+        "detector": detector,
         "audit_db": str(db),
         "max_concurrency": 256,
         "audit_synchronous": synchronous,
@@ -234,13 +265,20 @@ def main() -> None:
     parser.add_argument(
         "--audit-synchronous", choices=["NORMAL", "FULL"], default="NORMAL", help="The proxies' SQLite mode."
     )
+    parser.add_argument(
+        "--detector",
+        default="refusal",
+        help="The proxies' detector: `refusal` (default) or a trained detector folder, e.g. an encoder.",
+    )
     parser.add_argument("--out", default="bench/results/guard_load.json")
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)
         return
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
+    busy = warn_if_busy(load_before, "guard load bench")
+    detector = detector_info(args.detector)
     targets = ["direct", "proxy"] + (["baseline"] if args.baseline_src else [])
     runs: dict[tuple[int, str], list[dict]] = {}
     logged: dict[str, int] = {}
@@ -255,7 +293,9 @@ def main() -> None:
         dbs = {}
         for name in targets[1:]:
             src = SRC if name == "proxy" else args.baseline_src.resolve()
-            process, dbs[name] = start_proxy(tmp, name, urls["direct"], src, args.audit_synchronous)
+            process, dbs[name] = start_proxy(
+                tmp, name, urls["direct"], src, args.audit_synchronous, args.detector
+            )
             urls[name] = stack.enter_context(process)
             pids[name] = process.proc.pid
         for round_ in range(args.rounds):
@@ -303,6 +343,10 @@ def main() -> None:
         print(line)
     for name, count in logged.items():
         print(f"{name}: decisions logged {count} / requests sent {sent}")
+    load_after = load_average()
+    print(f"detector {detector}; load average (1, 5, 15 min) before {load_before}, after {load_after}")
+    if busy:
+        print("!! the machine was busy at the start: timings are upper bounds, ratios hold better")
     stream = []
     for check_every in (16, 64, 256):
         for holdback in (0, 16):
@@ -315,9 +359,12 @@ def main() -> None:
         "machine": {
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
-            "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+            "load_avg_1m": [load_before[0], load_after[0]],
+            "load_avg_before": load_before,
+            "load_avg_after": load_after,
+            "busy_at_start": busy,
         },
-        "detector": "refusal",
+        **detector,
         "upstream": "FastAPI + uvicorn in its own process on 127.0.0.1, constant answer",
         "proxy": "`seawall guard serve` in its own process; load client (httpx) in the bench process",
         "audit_synchronous": args.audit_synchronous,

@@ -206,16 +206,33 @@ def test_lm_judge_rejects_other_architecture(tmp_path, sb_split, tiny_llama_dir,
         load_detector(folder)
 
 
-def test_bench_smoke(tmp_path, fitted_encoder):
-    from seawall.detect.bench import run_bench
+def test_bench_smoke(tmp_path, fitted_encoder, monkeypatch, capsys):
+    from seawall.detect import bench
+    from seawall.models.precision import bf16_supported
 
     folder = fitted_encoder.save(tmp_path / "enc")
-    result = run_bench(str(folder), n=12, out=tmp_path / "bench.json")
-    assert json.loads((tmp_path / "bench.json").read_text())["n"] == 12
+    loads = iter([(3.0, 2.0, 1.0), (0.1, 0.2, 0.3)])  # busy at the start, idle at the end
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: next(loads))
+    result = bench.run_bench(str(folder), n=12, out=tmp_path / "bench.json")
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["n"] == 12 and saved["load_avg_before"] == [3.0, 2.0, 1.0]
+    assert saved["load_avg_after"] == [0.1, 0.2, 0.3] and saved["busy_at_start"] is True
+    assert "WARNING: 1-minute load average 3.0 > 0.5" in capsys.readouterr().err
     variants = {(r["variant"], r["batch_size"]) for r in result["runs"]}
-    names = ("naive-pipeline", "fast", "fast-int8", "onnx", "onnx-int8")
+    names = ["naive-pipeline", "fast", "fast-int8", "onnx", "onnx-int8"]
+    names += ["fast-bf16", "fast-bf16-autocast"] if bf16_supported() else []
     assert variants == {(v, b) for v in names for b in (1, 32)}
+    assert result["detector_scoring_path"] == "torch-float32"  # the fixture's explicit precision
     fast = [r for r in result["runs"] if r["variant"] in ("fast", "onnx")]
     assert all(r["agreement_vs_fp32"] == 1.0 and r["responses_per_s"] > 0 for r in fast)
-    naive = [r for r in result["runs"] if r["variant"] == "naive-pipeline"]
-    assert all(r["speedup_vs_naive"] == 1.0 for r in naive)
+    for run in result["runs"]:
+        assert run["decisions_differing"] == round((1 - run["agreement_vs_fp32"]) * 12)
+        if run["variant"] == "naive-pipeline":
+            assert run["speedup_vs_naive"] == 1.0
+        if run["variant"] == "fast":
+            assert run["speedup_vs_fp32"] == 1.0
+    bf16 = [r for r in result["runs"] if r["variant"].startswith("fast-bf16")]
+    assert all(0 < r["max_abs_prob_diff_vs_fp32"] < 0.05 for r in bf16)
+    bench.print_bench(result)
+    printed = capsys.readouterr().out
+    assert "before [3.0, 2.0, 1.0], after [0.1, 0.2, 0.3]" in printed and "busy at the start" in printed

@@ -1,25 +1,34 @@
-"""`seawall detect bench`: the encoder's fast path against a naive transformers pipeline, in the same run.
+"""`seawall detect bench`: the encoder's fast paths against a naive transformers pipeline, in the same run.
 
 Inputs are `n` SecureBreak (prompt, response) pairs drawn with a fixed seed from all rows, so the length
 distribution is the real one (many short and empty responses, some long ones). For batch sizes 1 and 32:
 - naive: `transformers.pipeline("text-classification")` with padding="max_length" (every input padded to the
   detector's max_length), truncation on, default thread settings apart from the shared 2-thread cap;
-- fast: the detector's own scoring (length-sorted batches, dynamic padding, torch.inference_mode);
+- fast: the detector's own scoring in fp32 (length-sorted batches, dynamic padding, torch.inference_mode);
+- fast-bf16: the same with a bf16 copy of the weights (`precision` auto's choice on CPUs with bf16 units);
+- fast-bf16-autocast: fp32 weights under CPU bf16 autocast (the alternative to a bf16 copy);
 - fast-int8: the same with dynamic int8 quantization of the linear layers;
 - onnx: the same batches scored by ONNX Runtime (in-memory export, all graph optimizations, same thread count);
 - onnx-int8: ONNX Runtime with only the feed-forward MatMuls in int8 (per-channel), attention in fp32.
-The fast paths split a batch further where lengths differ by more than 20% (see `length_sorted_batches`): the naive
-pipeline gets the same chunks of 1 or 32 rows but pads them to max_length, as a plain pipeline call does.
+The bf16 variants run only on CPUs with bf16 units (elsewhere bf16 falls back to fp32). The fast paths split a
+batch further where lengths differ by more than 20% (see `length_sorted_batches`): the naive pipeline gets the same
+chunks of 1 or 32 rows but pads them to max_length, as a plain pipeline call does.
 Latency is per call (one batch); throughput is responses / total seconds. The variants are interleaved chunk by
-chunk, so background load affects them alike. Decision agreement is measured against
-the fp32 fast path at the detector's stored threshold (the fp32 path is the reference the threshold was set on).
+chunk, so background load affects them alike, and every ratio (vs naive, vs fp32) is between variants of the same
+run. Decision agreement is measured against the fp32 fast path at the detector's stored threshold. The 1-, 5- and
+15-minute load averages before and after are recorded, with a loud warning when the machine was busy at the start
+(1-minute load above BUSY_LOAD): such figures are upper bounds on time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import platform
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +37,32 @@ import numpy as np
 from seawall.detect._torch import setup_torch
 from seawall.errors import SeawallError
 from seawall.io import atomic_write_json
+from seawall.models.load import quiet_transformers
+from seawall.models.precision import autocast, bf16_supported
 
 BATCH_SIZES = (1, 32)
+# A 1-minute load average above this at the start means another job shared the CPU: the timings are upper bounds.
+BUSY_LOAD = 0.5
+REFERENCE = "fast"
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages, rounded."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def warn_if_busy(load: list[float], what: str = "benchmark") -> bool:
+    """Print a loud warning on stderr when the 1-minute load is above BUSY_LOAD; returns whether it was."""
+    busy = load[0] > BUSY_LOAD
+    if busy:
+        line = "!" * 100
+        print(
+            f"{line}\n!! WARNING: 1-minute load average {load[0]} > {BUSY_LOAD} before the {what} started: another "
+            f"job shares the CPU.\n!! Timings are upper bounds; ratios between interleaved variants hold better. "
+            f"Rerun on an idle machine.\n{line}",
+            file=sys.stderr,
+        )
+    return busy
 
 
 def _stats(latencies: list[float], n: int) -> dict[str, float]:
@@ -62,15 +95,20 @@ def run_bench(
         raise SeawallError(
             f"bench measures the encoder backend; {model_dir} is a {detector.backend!r} detector"
         )
+    load_before = load_average()
+    busy = warn_if_busy(load_before, "detector bench")
     setup_torch(detector.num_threads or 2)
     records = load("securebreak", data_dir=data_dir).records
     rng = np.random.default_rng(0)
     picked = [records[i] for i in rng.choice(len(records), size=min(n, len(records)), replace=False)]
     pairs = [(r.prompt, r.response) for r in picked]
     lengths = [len(detector.encode([p]).ids[0]) for p in pairs]
-    naive_pipe = pipeline(
-        "text-classification", model=detector.model_, tokenizer=detector.tokenizer_, device=-1, top_k=None
-    )
+    default_path = detector.scoring_path()
+    detector.set_params(quantize=False, runtime="torch", precision="float32")
+    with quiet_transformers():
+        naive_pipe = pipeline(
+            "text-classification", model=detector.model_, tokenizer=detector.tokenizer_, device=-1, top_k=None
+        )
 
     def naive(chunk: list[tuple[str, str]], batch_size: int) -> list[float]:
         inputs = [{"text": p, "text_pair": r} for p, r in chunk]
@@ -96,28 +134,26 @@ def run_bench(
             "max": int(max(lengths)),
         },
         "torch_threads": torch.get_num_threads(),
-        "machine": {"cpu_count": __import__("os").cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "bf16_supported": bf16_supported(),
+        },
+        "detector_scoring_path": default_path,  # what this detector's own settings run here
+        "load_avg_before": load_before,
+        "busy_at_start": busy,
+        "reference": REFERENCE,
         "runs": [],
     }
-    detector.set_params(quantize=False)
     reference = detector.raw_score(pairs)  # warm-up and the fp32 reference
     naive(pairs[:4], 4)
     ref_decisions = _decide(detector, reference)
-    fast = lambda c: detector.raw_score(c).tolist()  # noqa: E731
-    extra: dict[str, Any] = {}
-    settings = [("fast-int8", "torch", True)] if quantize else []
-    if onnx:
-        settings += [("onnx", "onnx", False)] + ([("onnx-int8", "onnx", True)] if quantize else [])
-    for name, runtime, int8 in settings:
-        variant = copy.copy(detector)
-        variant.set_params(runtime=runtime, quantize=int8)
-        variant.raw_score(pairs[:2])  # build the quantized copy / ONNX session outside the timing
-        extra[name] = lambda c, v=variant: v.raw_score(c).tolist()
+    extra = {name: _variant_scorer(detector, name, pairs[:2]) for name in _variant_names(quantize, onnx)}
     for batch_size in BATCH_SIZES:
         chunks = [pairs[i : i + batch_size] for i in range(0, len(pairs), batch_size)]
         variants: dict[str, Any] = {
             "naive-pipeline": lambda c, b=batch_size: naive(c, b),
-            "fast": fast,
+            REFERENCE: lambda c: detector.raw_score(c).tolist(),
             **extra,
         }
         # Interleaved: every chunk is scored by every variant in turn, so load from other processes on a shared
@@ -138,19 +174,49 @@ def run_bench(
                     "batch_size": batch_size,
                     **_stats(latencies[name], len(pairs)),
                     "agreement_vs_fp32": float((decisions == ref_decisions).mean()),
+                    "decisions_differing": int((decisions != ref_decisions).sum()),
                     "max_abs_prob_diff_vs_fp32": float(np.abs(values - reference).max()),
                 }
             )
     for run in result["runs"]:
-        naive_run = next(
-            r
-            for r in result["runs"]
-            if r["variant"] == "naive-pipeline" and r["batch_size"] == run["batch_size"]
-        )
-        run["speedup_vs_naive"] = run["responses_per_s"] / naive_run["responses_per_s"]
+        same_batch = {r["variant"]: r for r in result["runs"] if r["batch_size"] == run["batch_size"]}
+        run["speedup_vs_naive"] = run["responses_per_s"] / same_batch["naive-pipeline"]["responses_per_s"]
+        run["speedup_vs_fp32"] = run["responses_per_s"] / same_batch[REFERENCE]["responses_per_s"]
+    result["load_avg_after"] = load_average()
     if out is not None:
         atomic_write_json(out, result)
     return result
+
+
+def _variant_names(quantize: bool, onnx: bool) -> list[str]:
+    names = ["fast-bf16", "fast-bf16-autocast"] if bf16_supported() else []
+    names += ["fast-int8"] if quantize else []
+    if onnx:
+        names += ["onnx"] + (["onnx-int8"] if quantize else [])
+    return names
+
+
+def _variant_scorer(detector: Any, name: str, warm_up: list[tuple[str, str]]) -> Callable[[Any], list[float]]:
+    """A scoring function for one bench variant (a copy of the detector sharing its fp32 weights), warmed up."""
+    settings = {
+        "fast-bf16": ("torch", False, "bfloat16"),
+        "fast-bf16-autocast": ("torch", False, "float32"),
+        "fast-int8": ("torch", True, "float32"),
+        "onnx": ("onnx", False, "float32"),
+        "onnx-int8": ("onnx", True, "float32"),
+    }
+    runtime, int8, precision = settings[name]
+    variant = copy.copy(detector)
+    variant.set_params(runtime=runtime, quantize=int8, precision=precision)
+    mode = "bfloat16" if name == "fast-bf16-autocast" else "float32"
+
+    def score(chunk: Any) -> list[float]:
+        with autocast(mode):
+            return variant.raw_score(chunk).tolist()
+
+    with quiet_transformers() if runtime == "onnx" else contextlib.nullcontext():
+        score(warm_up)  # build the bf16 / int8 copy or the ONNX session outside the timing
+    return score
 
 
 def _decide(detector: Any, raw: np.ndarray) -> np.ndarray:
@@ -160,12 +226,21 @@ def _decide(detector: Any, raw: np.ndarray) -> np.ndarray:
 
 
 def print_bench(result: dict[str, Any]) -> None:
-    """Print the bench table."""
+    """Print the bench table, with the load averages before and after."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(
-        "variant", "batch", "responses/s", "p50 ms", "p95 ms", "speed-up", "agreement", title="detector bench"
+        "variant",
+        "batch",
+        "responses/s",
+        "p50 ms",
+        "p95 ms",
+        "vs naive",
+        "vs fp32",
+        "agreement",
+        "max |Δp|",
+        title="detector bench",
     )
     for r in result["runs"]:
         table.add_row(
@@ -175,6 +250,17 @@ def print_bench(result: dict[str, Any]) -> None:
             f"{r['p50_ms']:.1f}",
             f"{r['p95_ms']:.1f}",
             f"{r['speedup_vs_naive']:.2f}×",
+            f"{r['speedup_vs_fp32']:.2f}×",
             f"{r['agreement_vs_fp32']:.2%}",
+            f"{r['max_abs_prob_diff_vs_fp32']:.1e}",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"load average (1, 5, 15 min) before {result['load_avg_before']}, after {result['load_avg_after']}; "
+        f"this detector scores with {result['detector_scoring_path']} here"
+    )
+    if result["busy_at_start"]:
+        console.print(
+            f"[bold red]the machine was busy at the start (1-min load > {BUSY_LOAD}): timings are upper bounds"
+        )

@@ -251,9 +251,10 @@ class EncoderDetector(Detector):
             import torch
 
             if path == "torch-int8":
-                self._fast_model = torch.ao.quantization.quantize_dynamic(
-                    copy.deepcopy(self.model_), {torch.nn.Linear}, dtype=torch.qint8
-                )
+                with quiet_transformers():  # torch warns that its quantized tensor types are deprecated
+                    self._fast_model = torch.ao.quantization.quantize_dynamic(
+                        copy.deepcopy(self.model_), {torch.nn.Linear}, dtype=torch.qint8
+                    )
             else:
                 self._fast_model = copy.deepcopy(self.model_).to(torch_dtype("bfloat16")).eval()
         return self._fast_model
