@@ -27,6 +27,7 @@ MESSAGE_TEXT = ("content", "refusal", "reasoning_content", "reasoning")
 FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
 # Ids and names set by the serving software, not generated text: released only when they look like one.
 IDENTIFIER = re.compile(r"[\w.:/@+-]{1,256}")
+BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 ENVELOPE_IDS = ("id", "model", "system_fingerprint", "service_tier")
 FAMILIES = frozenset({"choices", "choice", "message", "logprobs", "usage", "chunk", "delta"})
 SEPARATOR = (
@@ -124,7 +125,7 @@ def envelope_of(path: str, obj: dict[str, Any], dropped: Dropped, chunk: bool) -
 def finish_reason_of(choice: dict[str, Any], where: str, dropped: Dropped) -> str | None:
     """A known finish reason, else None (reported: an upstream could spell anything there)."""
     value = choice.get("finish_reason")
-    if value is None or value in FINISH_REASONS:
+    if value is None or (isinstance(value, str) and value in FINISH_REASONS):
         return value
     dropped.add(f"{where}.finish_reason")
     return None
@@ -241,8 +242,10 @@ def read_message(message: Any, dropped: Dropped) -> tuple[dict[str, Any], list[t
         released = {"transcript": transcript}
         if identifier(audio, "id", "message.audio", dropped):
             released["id"] = audio["id"]
-        if isinstance(audio.get("data"), str):
+        if isinstance(audio.get("data"), str) and BASE64.fullmatch(audio["data"]):
             released["data"] = audio["data"]  # the spoken form of the checked transcript
+        elif audio.get("data") is not None:
+            dropped.add("message.audio.data")  # not base64 audio: text no check covered
         if is_number(audio.get("expires_at")):
             released["expires_at"] = audio["expires_at"]
         dropped.unknown("message.audio", audio, ("id", "data", "expires_at", "transcript"))
