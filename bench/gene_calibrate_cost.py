@@ -12,6 +12,9 @@ time after the model is loaded, and peak RSS above the job's start):
     FINDINGS.md aligned SmolLM2).
 `--sft-from FILE` reuses the SFT job's record (the JSON line printed by `--job sft`) from an earlier run on the same
 model, marked as such in the output, when one SFT epoch is too slow to repeat (SmolLM2 on a shared CPU).
+`--rounds N` runs the two jobs N times, alternating which goes first, and reports each job's median-time round, so
+load from other jobs hits both alike. The 1-, 5- and 15-minute load averages before and after are recorded and
+printed, with a loud warning when the machine was busy at the start.
 Writes JSON (default docs/results/gene_calibrate_cost.json) and prints a table.
 
     python bench/gene_calibrate_cost.py --threads 1
@@ -180,6 +183,15 @@ def run_job(job: str, work: Path, args: argparse.Namespace) -> dict:
     return out
 
 
+def _run_in_fresh_process(job: str, work: Path, args: argparse.Namespace) -> dict:
+    """One job in a new interpreter; its JSON record."""
+    cmd = [sys.executable, __file__, "--job", job, "--work", str(work), "--threads", str(args.threads)]
+    cmd += ["--sft-examples", str(args.sft_examples), "--batch-size", str(args.batch_size)]
+    cmd += ["--max-length", str(args.max_length)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     """Time calibration and one SFT epoch on the same target (each in a fresh process); write the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -204,6 +216,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both jobs")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each job, alternating their order")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "gene_calibrate_cost.json")
     parser.add_argument("--job", choices=["calibrate", "sft"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -212,8 +225,11 @@ def main() -> None:
     if args.job:
         print(json.dumps(run_job(args.job, args.work, args)))
         return
+    from seawall.detect.bench import load_average, warn_if_busy
     from seawall.gene import ExtractConfig, extract
 
+    load_before = load_average()
+    busy = warn_if_busy(load_before, "calibration cost bench")
     model = None
     if args.model:
         from seawall.models import resolve_model
@@ -232,24 +248,21 @@ def main() -> None:
         jobs = {}
         if args.sft_from:
             jobs["sft"] = {**json.loads(args.sft_from.read_text()), "reused_from_earlier_run": True}
-        for job in ("calibrate", "sft") if not args.sft_from else ("calibrate",):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--job",
-                job,
-                "--work",
-                str(work),
-                "--threads",
-                str(args.threads),
-            ]
-            cmd += ["--sft-examples", str(args.sft_examples), "--batch-size", str(args.batch_size)]
-            cmd += ["--max-length", str(args.max_length)]
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True)
-            jobs[job] = json.loads(proc.stdout.strip().splitlines()[-1])
+        to_run = ["calibrate", "sft"] if not args.sft_from else ["calibrate"]
+        rounds: dict[str, list[dict]] = {job: [] for job in to_run}
+        for round_ in range(args.rounds):
+            for job in to_run[round_ % len(to_run) :] + to_run[: round_ % len(to_run)]:
+                rounds[job].append(_run_in_fresh_process(job, work, args))
+        for job, records in rounds.items():
+            jobs[job] = {
+                **sorted(records, key=lambda r: r["seconds"])[len(records) // 2],
+                "rounds": len(records),
+            }
+            jobs[job]["seconds_all_rounds"] = [r["seconds"] for r in records]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     cal, sft = jobs["calibrate"], jobs["sft"]
+    load_after = load_average()
     record = {
         "benchmark": "gene_calibrate_cost",
         "model": str(args.model)
@@ -264,6 +277,9 @@ def main() -> None:
         / max(sft["peak_above_start_mib"], 1e-9),
         "trainable_parameters": {"calibration": cal["groups"], "sft": n_params},
         "threads": args.threads,
+        "load_avg_before": load_before,
+        "load_avg_after": load_after,
+        "busy_at_start": busy,
     }
     print(f"model: {record['model']} ({n_params / 1e6:.1f}M parameters), {args.threads} thread(s)")
     print(f"{'job':<28}{'seconds':>10}{'trainable':>14}{'peak MiB':>10}")
@@ -279,6 +295,9 @@ def main() -> None:
         f"{'safety SFT, one epoch':<28}{sft['seconds']:>10.1f}{n_params:>14}{sft['peak_above_start_mib']:>10.0f}"
     )
     print(f"ratio calibration / SFT epoch: {record['ratio_calibration_over_sft_epoch']:.3f}")
+    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}")
+    if busy:
+        print("!! the machine was busy at the start: times are upper bounds, the ratio holds better")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")

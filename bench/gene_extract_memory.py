@@ -4,6 +4,9 @@ Builds two Llama-shaped checkpoints (A and D = A + noise on the block linears) o
 measures, each in a fresh subprocess, the peak resident memory (VmHWM, reset after imports) of
   1. streaming: `seawall.gene.extraction(A, D, out, form=delta)` (tensor by tensor, sharded output);
   2. in-memory: load every shard of A and D with safetensors.torch.load_file, subtract, save (the naive way);
+`--rounds N` measures both N times, alternating which goes first, and keeps each one's median-peak round. The 1-, 5-
+and 15-minute load averages before and after are recorded and printed (a loud warning when the machine was busy at
+the start: the seconds are then upper bounds; the peaks do not depend on load). The ratios are within this run.
 Prints a table and writes JSON (default docs/results/gene_extract_memory.json).
 
     python bench/gene_extract_memory.py --size-gb 1.0
@@ -150,8 +153,15 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/seawall-bench-extract"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "gene_extract_memory.json")
     parser.add_argument("--keep", action="store_true", help="keep the synthetic checkpoints")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measurements of each method, alternating order"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
+    from seawall.detect.bench import load_average, warn_if_busy
+
+    load_before = load_average()
+    busy = warn_if_busy(load_before, "extraction memory bench")
 
     hidden, inter, vocab = args.hidden, 4 * args.hidden, 32000
     per_layer = 4 * 4 * hidden * hidden + 3 * 4 * hidden * inter
@@ -168,8 +178,16 @@ def main() -> None:
     largest = max(4 * hidden * inter, 4 * vocab * hidden)
     largest_linear = 4 * hidden * inter
 
-    stream = measure(STREAM, str(work / "A"), str(work / "D"), str(work / "out-stream"))
-    naive = measure(IN_MEMORY, str(work / "A"), str(work / "D"), str(work / "out-naive"))
+    methods = {"streaming": (STREAM, "out-stream"), "in_memory": (IN_MEMORY, "out-naive")}
+    runs: dict[str, list[dict]] = {name: [] for name in methods}
+    names = list(methods)
+    for round_ in range(args.rounds):
+        for name in names[round_ % 2 :] + names[: round_ % 2]:
+            code, out = methods[name]
+            runs[name].append(measure(code, str(work / "A"), str(work / "D"), str(work / out)))
+            shutil.rmtree(work / out, ignore_errors=True)
+    stream, naive = (sorted(runs[n], key=lambda m: m["peak_kb"])[len(runs[n]) // 2] for n in names)
+    load_after = load_average()
     mib = 1024**2
 
     def row(m: dict) -> dict:
@@ -195,7 +213,17 @@ def main() -> None:
         "streaming": row(stream),
         "in_memory": row(naive),
         "largest_pair_mib": 2 * largest_linear / mib,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "ratio_peak_above_imports_streaming_over_in_memory": (stream["peak_kb"] - stream["base_kb"])
+        / max(naive["peak_kb"] - naive["base_kb"], 1),
+        "ratio_seconds_streaming_over_in_memory": stream["seconds"] / naive["seconds"],
+        "rounds": args.rounds,
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_avg_before": load_before,
+            "load_avg_after": load_after,
+            "busy_at_start": busy,
+        },
     }
     print(
         f"checkpoint: {layers} layers, hidden {hidden}, {size / 1024**3:.2f} GiB per model, "
@@ -210,6 +238,13 @@ def main() -> None:
             f"{key:<12}{r['rss_after_imports_mib']:>19.0f}{r['peak_rss_mib']:>10.0f}"
             f"{r['peak_above_imports_mib']:>16.0f}{r['seconds']:>9.1f}"
         )
+    print(
+        f"streaming / in-memory: peak above imports {result['ratio_peak_above_imports_streaming_over_in_memory']:.3f}, "
+        f"seconds {result['ratio_seconds_streaming_over_in_memory']:.2f}"
+    )
+    print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}")
+    if busy:
+        print("!! the machine was busy at the start: seconds are upper bounds (peaks do not depend on load)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
