@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 from guard_helpers import UNSAFE_WORD, KeywordDetector
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from seawall.errors import SeawallError
@@ -105,6 +105,8 @@ FIELD_PIECES = st.lists(
 
 @settings(max_examples=60, deadline=None)
 @given(pieces=FIELD_PIECES, every=st.integers(1, 20), holdback=st.integers(0, 12))
+# A field's run fully released, then extended by the next feed (once lost).
+@example(pieces=[(("content",), "a")] * 4, every=1, holdback=0)
 def test_field_stream_releases_each_field_exactly(pieces, every, holdback):
     guard = Guard(
         KeywordDetector(), Policy(stream=StreamPolicy(check_every=every, window=16, holdback=holdback))

@@ -167,8 +167,8 @@ class FieldStreamGuard:
             field, run_start, run_end = self._runs[i]
             if run_start >= end:
                 break
-            if run_end <= end:
-                self._released_run = i + 1
+            if run_end <= end and i < len(self._runs) - 1:
+                self._released_run = i + 1  # the last run may still grow: it is never skipped
             lo, hi = max(start, run_start), min(end, run_end)
             if field is not None and lo < hi:
                 out.append((field, self.checker.text[lo:hi]))
