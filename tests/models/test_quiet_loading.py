@@ -1,0 +1,34 @@
+"""transformers' load reports, progress bars and warnings go to seawall's debug log, only while a model loads."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+from seawall.models import load_encoder_for_classification
+from seawall.models.load import quiet_transformers
+
+
+def test_load_report_goes_to_the_debug_log(tiny_llama_dir, capfd, caplog):
+    from transformers.utils import logging as hf_logging
+
+    folder, _ = tiny_llama_dir
+    handlers_before = list(hf_logging.get_logger().handlers)
+    with caplog.at_level(logging.DEBUG, logger="seawall.models"):
+        # a fresh classification head: transformers reports its weights as MISSING
+        load_encoder_for_classification(folder, num_labels=2)
+    printed = capfd.readouterr()
+    assert "LOAD REPORT" not in printed.err + printed.out and "Loading weights" not in printed.err
+    assert any("LOAD REPORT" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
+    # scoped: transformers' own handlers and progress bars are back afterwards
+    assert hf_logging.get_logger().handlers == handlers_before
+    assert hf_logging.is_progress_bar_enabled()
+
+
+def test_warnings_are_logged_inside_the_block_only(caplog, recwarn):
+    with caplog.at_level(logging.DEBUG, logger="seawall.models"), quiet_transformers():
+        warnings.warn("traced a python condition", UserWarning, stacklevel=1)
+    assert not recwarn.list  # not shown
+    assert "UserWarning: traced a python condition" in caplog.text
+    warnings.warn("outside", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in recwarn.list] == ["outside"]  # the filters were restored
