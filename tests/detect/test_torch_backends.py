@@ -49,7 +49,7 @@ def test_encoder_fit_save_load_round_trip(tmp_path, fitted_encoder):
     assert np.allclose(p.sum(axis=1), 1.0)
     assert np.all((p >= 0) & (p <= 1))
     assert det.calibrator_["method"] == "temperature"
-    assert set(det.thresholds_) == {"default", "recall", "f1"}
+    assert set(det.thresholds_) == {"default", "recall", "f1", "accuracy", "source_balanced"}
     folder = det.save(tmp_path / "enc")
     config = json.loads((folder / "detector.json").read_text())
     assert config["backend"] == "encoder" and config["detector_id"] == det.detector_id
