@@ -5,11 +5,24 @@ from __future__ import annotations
 import logging
 import warnings
 
+import pytest
+
 from seawall.models import load_encoder_for_classification
 from seawall.models.load import quiet_transformers
 
 
-def test_load_report_goes_to_the_debug_log(tiny_llama_dir, capfd, caplog):
+@pytest.fixture
+def transformers_warnings():
+    """transformers' default verbosity (the CLI tests lower it to errors for the whole process)."""
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    yield
+    hf_logging.set_verbosity(before)
+
+
+def test_load_report_goes_to_the_debug_log(tiny_llama_dir, capfd, caplog, transformers_warnings):
     from transformers.utils import logging as hf_logging
 
     folder, _ = tiny_llama_dir
