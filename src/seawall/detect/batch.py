@@ -378,11 +378,11 @@ def _check(prompt: Any, response: Any, ident: Any, row: int, columns: Columns) -
     if _missing(response):
         return None, "missing response", f"no {columns.response!r}"
     if not isinstance(response, str):
-        return None, "response not a string", f"{columns.response!r} is a {type(response).__name__}"
+        return None, "response not a string", f"{columns.response!r} is of type {type(response).__name__}"
     if _missing(prompt):
         prompt = ""
     if not isinstance(prompt, str):
-        return None, "prompt not a string", f"{columns.prompt!r} is a {type(prompt).__name__}"
+        return None, "prompt not a string", f"{columns.prompt!r} is of type {type(prompt).__name__}"
     if columns.id is None:
         return ((prompt, response), str(row)), None, ""
     if _missing(ident):
@@ -569,13 +569,13 @@ class ParquetOutput:
         os.replace(self.partial, self.path)
 
 
-def _output_path(path: str | Path, allowed: tuple[str, ...], what: str) -> Path:
+def _output_path(path: str | Path, allowed: tuple[str, ...], what: str, why: str = "") -> Path:
     text = str(path)
     if "://" in text:
         raise SeawallError(f"{what} {text}: outputs are local files (renamed into place when complete)")
     path = Path(text)
     if path.suffix not in allowed:
-        raise SeawallError(f"{what} {path}: use a {' or '.join(allowed)} file")
+        raise SeawallError(f"{what} {path}: use a {' or '.join(allowed)} file{why}")
     return path
 
 
@@ -723,8 +723,13 @@ def write_filtered(blocks: Iterator[pa.Table], out: str | Path, source: Source, 
     category, for review), bad ones to CLEAN.bad.jsonl; write CLEAN.report.json; return the report."""
     import pyarrow.compute as pc
 
-    allowed = (".jsonl", ".parquet") if source.kind == "columns" else (".jsonl",)
-    paths = filter_outputs(_output_path(out, allowed, "--out (a JSON-rows input keeps no column types)"))
+    if source.kind == "columns":
+        path = _output_path(out, (".jsonl", ".parquet"), "--out")
+    else:
+        path = _output_path(
+            out, (".jsonl",), "--out", " (only a Parquet input has column types to write Parquet)"
+        )
+    paths = filter_outputs(path)
     clean: Any = (
         ParquetOutput(paths["clean"], source.schema)
         if paths["clean"].suffix == ".parquet"

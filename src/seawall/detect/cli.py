@@ -151,8 +151,32 @@ def predict(
     runtime: str | None = typer.Option(
         None, "--runtime", help="Encoder only: torch (default), onnx, onnx-int8 or torch-int8 (see bench)."
     ),
+    input: str | None = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="JSONL or Parquet file: a path or a URI pyarrow reads (s3://…). Default: stdin.",
+    ),
+    output: str | None = typer.Option(
+        None, "--output", "-o", help="A .parquet or .jsonl file (with --input)."
+    ),
+    batch_engine: str = typer.Option(
+        "local", "--engine", help="local (this process) or ray (an actor pool; needs seawall[scale])."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster to join (HOST:PORT or auto); default: a local Ray on all cores."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Ray actors (default: one per CPU of the cluster)."
+    ),
+    prompt_col: str = typer.Option("prompt", "--prompt-col", help="Prompt field (with --input)."),
+    response_col: str = typer.Option("response", "--response-col", help="Response field (with --input)."),
+    id_col: str | None = typer.Option(
+        None, "--id-col", help="Id field copied to the output (default: the row number)."
+    ),
 ) -> None:
-    """Score JSONL from stdin to stdout: {"prompt", "response"} in, {"line", "p_unsafe", "unsafe", "category", …} out."""
+    """Score rows: JSONL stdin → stdout, or `--input FILE --output FILE` (one row per input row, in order:
+    row, id, p_unsafe, unsafe, category, error), here or on Ray with `--engine ray`."""
     from seawall.detect.base import load_detector
 
     _quiet_transformers()
@@ -167,6 +191,30 @@ def predict(
         detector.set_params(runtime=engine, quantize=int8)
     if operating_point:
         detector.set_operating_point(operating_point)
+    if input or output or batch_engine != "local":
+        from seawall.detect.batch import Columns, DetectorSpec, predict_file
+
+        if not (input and output):
+            raise SeawallError("--input and --output go together (and --engine ray needs both)")
+        params = (("runtime", engine), ("quantize", int8)) if runtime else ()
+        spec = DetectorSpec(model, operating_point, params)
+        result = predict_file(
+            input,
+            output,
+            detector if batch_engine == "local" else spec,
+            Columns(prompt_col, response_col, id_col),
+            batch_engine,
+            batch_size,
+            address,
+            workers,
+        )
+        _print_bad_rows(result)
+        typer.echo(
+            f"scored {result['scored']} rows ({result['unsafe']} unsafe), {result['bad']} bad rows "
+            f"→ {result['output']}",
+            err=True,
+        )
+        return
     counts = stream_predict(detector, sys.stdin.buffer, sys.stdout, batch_size)
     typer.echo(f"scored {counts['scored']} rows, {counts['bad']} bad rows", err=True)
 
@@ -221,6 +269,66 @@ def stream_predict(detector: Any, stream: BinaryIO, out: TextIO, batch_size: int
     if pending:
         flush()
     return counts
+
+
+def _print_bad_rows(report: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if report["blank_lines"]:
+        console.print(f"[yellow]{report['blank_lines']} blank lines skipped[/yellow]")
+    if report["bad"]:
+        console.print(f"[yellow]{report['bad']} bad rows {report['bad_by_reason']}; first:[/yellow]")
+        for bad in report["bad_rows"][:5]:
+            console.print(f"[yellow]  row {bad['row']}: {bad['reason']} ({bad['error']})[/yellow]")
+
+
+@app.command("filter")
+def filter_(
+    data: str = typer.Argument(
+        ..., help="A fine-tuning set: JSONL, Parquet (path or URI), CSV, TSV or JSON file, or a dataset name."
+    ),
+    detector: str = typer.Option(..., "--detector", "-m", help="A saved detector folder."),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="The clean set: .jsonl (or .parquet for a Parquet input)."
+    ),
+    batch_engine: str = typer.Option("local", "--engine", help="local or ray (needs seawall[scale])."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join (HOST:PORT or auto)."),
+    workers: int | None = typer.Option(None, "--workers", help="Ray actors (default: one per CPU)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Rows scored together."),
+    operating_point: str | None = typer.Option(None, "--operating-point"),
+    prompt_col: str = typer.Option("prompt", "--prompt-col", help="Prompt field of a file."),
+    response_col: str = typer.Option("response", "--response-col", help="Response field of a file."),
+    split: str | None = typer.Option(None, "--split", help="Split of a dataset."),
+    data_dir: str | None = typer.Option(None, "--data-dir"),
+) -> None:
+    """Drop the pairs the detector judges unsafe: CLEAN, CLEAN.dropped.jsonl (for review), CLEAN.bad.jsonl, and
+    CLEAN.report.json with kept/dropped counts per category."""
+    from seawall.detect.batch import Columns, DetectorSpec, filter_file
+    from seawall.detect.metrics import format_table
+
+    _quiet_transformers()
+    spec = DetectorSpec(detector, operating_point)
+    report = filter_file(
+        data,
+        out,
+        spec,
+        Columns(prompt_col, response_col),
+        batch_engine,
+        batch_size,
+        address,
+        workers,
+        data_dir,
+        split,
+    )
+    _print_bad_rows(report)
+    rows = [{"category": c, **counts} for c, counts in report["per_category"].items()]
+    typer.echo(format_table(rows, ["category", "kept", "dropped"]))
+    outputs = report["outputs"]
+    typer.echo(
+        f"kept {report['kept']}, dropped {report['dropped']}, bad {report['bad']} of {report['rows']} rows → "
+        f"{outputs['clean']} (dropped: {outputs['dropped']}, bad: {outputs['bad']}, report: {outputs['report']})"
+    )
 
 
 @app.command()
