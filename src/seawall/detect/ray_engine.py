@@ -26,6 +26,7 @@ from seawall.detect.batch import Columns, DetectorSpec, Source, score_block
 from seawall.errors import SeawallError
 
 PIECES_PER_WORKER = 4
+FAILURE, FAILURE_TYPE = "__failure__", "__failure_type__"
 
 
 def start_ray(address: str | None = None) -> bool:
@@ -51,11 +52,37 @@ def start_ray(address: str | None = None) -> bool:
     return True
 
 
+def _failure_block(error: SeawallError) -> pa.Table:
+    """A user error as a one-row block: it travels in row order behind the rows read before it, so the driver
+    writes those rows and then raises it, as the local engine does (raising in the task would abort the rows in
+    flight). Ray may merge it into the block before it (missing columns become nulls): `_split_failure` cuts it
+    out again."""
+    return pa.table({FAILURE: [str(error)], FAILURE_TYPE: [type(error).__name__]})
+
+
+def _split_failure(block: pa.Table) -> tuple[pa.Table, pa.Table | None]:
+    """The rows before the block's first failure row, and that row (None when it has none)."""
+    import pyarrow.compute as pc
+
+    if FAILURE not in block.column_names:
+        return block, None
+    marks = pc.is_valid(block.column(FAILURE)).to_pylist()
+    rows = block.drop_columns([FAILURE, FAILURE_TYPE])
+    if True not in marks:
+        return rows, None
+    index = marks.index(True)
+    return rows.slice(0, index), block.slice(index, 1).select([FAILURE, FAILURE_TYPE])
+
+
 def _read_chunks(
     source: Source, batch_size: int, keep_original: bool, chunks: pa.Table
 ) -> Iterator[pa.Table]:
     for chunk in chunks.column("chunk").to_pylist():
-        yield from source.read(json.loads(chunk), batch_size, keep_original)
+        try:
+            yield from source.read(json.loads(chunk), batch_size, keep_original)
+        except SeawallError as error:
+            yield _failure_block(error)
+            return
 
 
 class BlockScorer:
@@ -67,20 +94,25 @@ class BlockScorer:
         self.keep_original = keep_original
 
     def __call__(self, block: pa.Table) -> pa.Table:
-        return score_block(self.detector, block, self.columns, self.keep_original)
+        rows, failure = _split_failure(block)
+        try:
+            scored = score_block(self.detector, rows, self.columns, self.keep_original)
+        except SeawallError as error:
+            scored, failure = (
+                score_block(self.detector, rows.slice(0, 0), self.columns),
+                _failure_block(error),
+            )
+        return scored if failure is None else pa.concat_tables([scored, failure], promote_options="default")
 
 
-def _user_error(error: BaseException) -> SeawallError | None:
-    """The SeawallError a Ray task raised, unwrapped from Ray's exception chain."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        cause = getattr(error, "cause", None)
-        for candidate in (error, cause):
-            if isinstance(candidate, SeawallError) and type(candidate).__module__.startswith("seawall"):
-                return type(candidate)(*candidate.args)
-        error = cause or error.__cause__
-    return None
+def _raise_failure(failure: pa.Table) -> None:
+    import seawall.errors
+
+    message, name = failure.column(FAILURE)[0].as_py(), failure.column(FAILURE_TYPE)[0].as_py()
+    error_type = getattr(seawall.errors, name, SeawallError)
+    raise (
+        error_type if isinstance(error_type, type) and issubclass(error_type, SeawallError) else SeawallError
+    )(message)
 
 
 def ray_blocks(
@@ -114,7 +146,7 @@ def ray_blocks(
     saved_level = data_logger.level
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
-    data_logger.setLevel(logging.ERROR)
+    data_logger.setLevel(logging.CRITICAL)  # a failed task's traceback: the error raised here says it once
     try:
         dataset = ray.data.from_items(chunks, override_num_blocks=len(chunks))
         # Reading takes no CPU slot: with one actor per CPU a reader that needed one would wait forever.
@@ -132,13 +164,12 @@ def ray_blocks(
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,
         )
-        try:
-            yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
-        except Exception as error:
-            user_error = _user_error(error)
-            if user_error is None:
-                raise
-            raise user_error from None
+        for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            rows, failure = _split_failure(block)
+            if rows.num_rows:
+                yield rows
+            if failure is not None:
+                _raise_failure(failure)
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
         data_logger.setLevel(saved_level)
