@@ -9,13 +9,14 @@ import tracemalloc
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
 from seawall.cli import app
 from seawall.data import load
-from seawall.detect import load_detector, make_detector
+from seawall.detect import batch, load_detector, make_detector
 from seawall.detect.batch import (
     Columns,
     DetectorSpec,
@@ -119,6 +120,30 @@ def test_predict_scores_every_row_in_order_and_counts_bad_rows(
     }
     assert [(b["row"], b["reason"]) for b in report["bad_rows"]] == sorted(bad.items())
     assert not partial_path(tmp_path / f"out{suffix}").exists()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv"])
+def test_chunks_for_parallel_readers_cover_every_row_once(sb_split, tmp_path, monkeypatch, suffix):
+    # A tiny offset index forces the JSONL scan to thin it (every 2nd, 4th, … line) several times.
+    monkeypatch.setattr(batch, "MAX_LINE_INDEX", 8)
+    rows = _good_rows(sb_split, 500)
+    path = tmp_path / f"in{suffix}"
+    if suffix == ".jsonl":
+        write_jsonl_with_bad_rows(path, rows)
+    elif suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=120)
+    else:
+        pa.csv.write_csv(pa.Table.from_pylist(rows), path)
+    source, _ = batch.open_source(str(path))
+
+    def read(chunks: list[dict]) -> list[tuple]:
+        blocks = [block for chunk in chunks for block in source.read(chunk, 16)]
+        return [tuple(r.values()) for block in blocks for r in block.to_pylist()]
+
+    whole = read(source.chunks())
+    chunks = source.chunks(pieces=12, min_rows=16)
+    assert len(chunks) >= 6  # (a thinned JSONL index cuts at multiples of its step: 64 lines here)
+    assert read(chunks) == whole and len(whole) == 500
 
 
 def test_predict_agrees_with_the_stdin_stream(detector, sb_split, tmp_path):

@@ -91,14 +91,19 @@ def test_filter_on_ray_from_the_command_line_matches_the_local_engine(
             "response": [None if i in (3, 77) else r["response"] for i, r in enumerate(rows)],
         }
     )
-    # Row groups of 50, 50 and 20 rows, sliced into chunks of 16 for 2 workers.
+    # Row groups of 50, 50 and 20 rows; batches of 10 for 2 workers: slices of 15 rows (50 = 15 + 15 + 15 + 5).
     pq.write_table(table, tmp_path / "set.parquet", row_group_size=50)
     local = filter_file(
-        str(tmp_path / "set.parquet"), tmp_path / "local" / "clean.parquet", DetectorSpec(str(detector_dir))
+        str(tmp_path / "set.parquet"),
+        tmp_path / "local" / "clean.parquet",
+        DetectorSpec(str(detector_dir)),
+        batch_size=10,
     )
     command = ["detect", "filter", str(tmp_path / "set.parquet"), "--detector", str(detector_dir)]
     ray_clean = str(tmp_path / "ray" / "clean.parquet")
-    result = CliRunner().invoke(app, [*command, "--out", ray_clean, "--engine", "ray", "--workers", "2"])
+    result = CliRunner().invoke(
+        app, [*command, "--out", ray_clean, "--engine", "ray", "--workers", "2", "--batch-size", "10"]
+    )
     assert result.exit_code == 0, result.output
     local_paths = filter_outputs(tmp_path / "local" / "clean.parquet")
     ray_paths = filter_outputs(ray_clean)
