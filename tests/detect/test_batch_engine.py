@@ -119,6 +119,8 @@ def test_predict_scores_every_row_in_order_and_counts_bad_rows(
         "unreadable line": 3,
     }
     assert [(b["row"], b["reason"]) for b in report["bad_rows"]] == sorted(bad.items())
+    # Every reason is tested: "missing id" in the Parquet test.
+    assert set(report["bad_by_reason"]) | {"missing id"} == set(batch.BAD_REASONS)
     assert not partial_path(tmp_path / f"out{suffix}").exists()
 
 
@@ -222,7 +224,8 @@ def test_filter_jsonl_keeps_safe_lines_verbatim_and_sets_the_rest_aside(detector
     by_category = report["per_category"]
     assert sum(c["kept"] for c in by_category.values()) == len(safe)
     for category in {c for _, c in expected.values()}:
-        assert by_category[category]["dropped"] == sum(1 for n in unsafe if expected[n][1] == category)
+        dropped_here = sum(1 for n in unsafe if expected[n][1] == category)
+        assert by_category[category or "unknown"]["dropped"] == dropped_here
     assert json.loads(paths["report"].read_text()) == json.loads(json.dumps(report))
 
 
