@@ -1,9 +1,10 @@
-"""The detector part of the main job: provision MiniLM, train + calibrate on SecureBreak, evaluate, print.
+"""The detector part of the main job: provision MiniLM, train + calibrate on the v2 mix, evaluate, print.
 
-`run()` takes a few minutes on 2 CPU cores (one epoch, lower two blocks frozen, 128 tokens) and shows a progress
-bar. It trains on SecureBreak's canonical train split plus a few hundred safe counter-examples (benign Alpaca answers
-and refusals to harmful prompts), calibrates on the mixed dev split, and prints the SecureBreak test metrics, the
-per-category table, and the flag rate on held-out benign answers.
+`run()` trains the recipe of configs/detector-encoder-v2.yaml (nine sources: jailbreak responses, dangerous advice,
+unsafe dialogue, safe non-refusal answers, policy texts, benign compliance, refusals; one epoch, bf16 autocast where
+the CPU has it) at 128 tokens instead of 256, so it fits in about a quarter of an hour on 2 cores, with a progress
+bar. It calibrates on the mixed dev split (every source), picks the source-balanced threshold, and prints the
+SecureBreak test metrics, the per-category table, and the flag rates on held-out benign answers and refusals.
 """
 
 from __future__ import annotations
@@ -17,14 +18,26 @@ DEMO_PARAMS: dict[str, Any] = {
     "base_model": "all-minilm-l6-v2",
     "max_length": 128,
     "prompt_tokens": 32,
-    "lr": 8e-5,
+    "lr": 5e-5,
     "epochs": 1,
-    "freeze_layers": 2,
+    "freeze_layers": 0,
     "batch_size": 16,
+    "eval_every": 260,
+    "patience": 2,
     "seed": 0,
     "calibration": "temperature",
-    "threshold_strategy": "f1",
+    "threshold_strategy": "source_balanced",
 }
+# The v2 mix (configs/detector-encoder-v2.yaml explains each cap).
+DEMO_SETS = [
+    "securebreak",
+    "gptfuzz",
+    "diasafety",
+    "toxichat",
+    "safetext",
+    "safety-tuned-llamas",
+    "openai-moderation",
+]
 
 
 def demo_config(output: str, max_steps: int | None = None, max_rows: int | None = None) -> TrainConfig:
@@ -37,15 +50,14 @@ def demo_config(output: str, max_steps: int | None = None, max_rows: int | None 
         backend="encoder",
         params=params,
         data=DataMix(
-            sets=["securebreak"],
-            # 600 / 200 rather than 300 / 100: a third as many held-out benign answers flagged at the same SecureBreak
-            # F1 (scripts/demo_counterexamples.py, docs/results/detector/demo_counterexamples.json).
-            benign_compliant=600,
-            harmful_refusals=200,
-            max_dev_rows={"securebreak": max_rows} if max_rows else {},
+            sets=DEMO_SETS,
+            max_train_rows={"gptfuzz": 3000, "diasafety": 4000},
+            dev_rows_per_source=max_rows or 250,
+            benign_compliant=1000,
+            harmful_refusals=400,
         ),
         output=output,
-        eval_sets=["securebreak:test", "alpaca:test"],
+        eval_sets=["securebreak:test", "alpaca:test", "refusals:test"],
         n_boot=200,
         eval_max_rows=max_rows,
         overwrite=True,
@@ -74,13 +86,13 @@ def run(
     console = Console()
     console.rule("detector: provisioning all-MiniLM-L6-v2")
     console.print(f"base model at {resolve_model(DEMO_PARAMS['base_model'])}")
-    console.rule("detector: training on SecureBreak + safe counter-examples")
+    console.rule("detector: training on the v2 mix (nine sources)")
     summary = run_training(demo_config(output, max_steps, max_rows), data_dir)
     sb = summary["eval"]["securebreak:test"]
     m, ci = sb["metrics"], sb["ci95"]
     console.print(
         f"saved {output} ({summary['detector_id']}) in {summary['train_seconds']} s; threshold "
-        f"{summary['threshold']:.3f} (F1-optimal on dev), calibration T={summary['calibrator'].get('temperature', 1):.2f}"
+        f"{summary['threshold']:.3f} (source-balanced on dev), calibration T={summary['calibrator'].get('temperature', 1):.2f}"
     )
     console.print(
         f"SecureBreak test (n={sb['n']}): F1 {m['f1']:.3f} [{ci['f1'][0]:.3f}, {ci['f1'][1]:.3f}], "
@@ -88,8 +100,10 @@ def run(
         f"ECE {m['ece']:.3f}"
     )
     benign = summary["eval"]["alpaca:test"]["metrics"]
+    refusals = summary["eval"]["refusals:test"]["metrics"]
     console.print(
-        f"held-out benign Alpaca answers flagged unsafe: {benign['flag_rate']:.1%} (lower is better)"
+        f"held-out benign Alpaca answers flagged unsafe: {benign['flag_rate']:.1%}; held-out refusals flagged: "
+        f"{refusals['flag_rate']:.1%} (lower is better)"
     )
     rows = sb["per_category"] or []
     # A light box and short headers so the whole table, category names included, fits an 80-column terminal.
