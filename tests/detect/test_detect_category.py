@@ -1,4 +1,5 @@
-"""Risk categories: hazard codes learned in fit, saved without pickle, old folders, eval report, CLI, guard rules."""
+"""Risk categories: hazard codes learned in fit, only for unsafe pairs, benign topics, the prompt sets' categories,
+saved without pickle, old folders, eval report, CLI, guard rules."""
 
 from __future__ import annotations
 
@@ -14,9 +15,18 @@ from seawall.cli import app
 from seawall.data.records import ResponseRecord, normalize_text
 from seawall.data.taxonomy import HAZARDS
 from seawall.detect import load_detector, make_detector
-from seawall.detect.category import CategoryModel, record_hazard
+from seawall.detect.category import (
+    CATEGORY_PROMPT_SETS,
+    NONE,
+    CategoryModel,
+    category_prompt_records,
+    record_category,
+    record_hazard,
+)
+from seawall.detect.data import benign_compliant_split
 from seawall.detect.metrics import category_metrics
-from seawall.detect.pipeline import evaluate_detector
+from seawall.detect.pipeline import TrainConfig, evaluate_detector, run_training
+from seawall.errors import SeawallError
 from seawall.guard import CategoryRule, Guard, Policy
 
 # Three topics, each with its own words; JBB category names (mapped through SecureBreak's taxonomy), hazard codes
@@ -193,13 +203,149 @@ def test_securebreak_category_accuracy_is_reported(sb_split, sb_tfidf):
     assert category["n_prompts"] == len({normalize_text(r.prompt) for r in unsafe})
     assert sum(row["n"] for row in category["per_category"]) == category["n"]
     assert sum(sum(c.values()) for c in category["confusion"].values()) == category["n"]
-    pred = sb_tfidf.predict_category(unsafe)
+    # `accuracy` is the category model's answer on every unsafe row, whatever the harm score ...
+    topics = sb_tfidf.category_model_.predict([(r.prompt, r.response) for r in unsafe])
     assert category["accuracy"] == pytest.approx(
-        np.mean([p == record_hazard(r) for p, r in zip(pred, unsafe, strict=True)])
+        np.mean([t == record_hazard(r) for t, r in zip(topics, unsafe, strict=True)])
     )
     assert category["ci95"][0] <= category["accuracy"] <= category["ci95"][1]
-    # Beats always answering the commonest hazard of the test rows (a bar the test rows themselves set).
-    assert category["accuracy"] > category["majority_share"]
+    # ... and `flagged` is what predict_category gives the unsafe rows the detector flags.
+    flagged = [r for r in unsafe if sb_tfidf.predict([r])[0] == 1]
+    assert 0 < category["flagged"]["n"] == len(flagged) < len(unsafe)
+    given = sb_tfidf.predict_category(flagged)
+    assert category["flagged"]["accuracy"] == pytest.approx(
+        np.mean([g == record_hazard(r) for g, r in zip(given, flagged, strict=True)])
+    )
+
+
+def test_a_safe_prediction_never_gets_a_category(sb_split, sb_tfidf, tiny_tfidf):
+    """Bug: every pair got a category, the refusals and the benign answers included."""
+    alpaca = benign_compliant_split()["test"][:150]
+    for det, records in ((sb_tfidf, sb_split["test"] + alpaca), (tiny_tfidf, _records())):
+        decisions = det.predict(records)
+        categories = det.predict_category(records)
+        assert {0, 1} <= set(decisions.tolist())
+        assert all(c is None for c, d in zip(categories, decisions, strict=True) if d == 0)
+        assert all(
+            c in det.category_labels for c, d in zip(categories, decisions, strict=True) if d == 1 and c
+        )
+    assert [c for c in tiny_tfidf.predict_category([(REFUSAL_PROMPT, REFUSAL)])] == [None]
+
+
+REFUSAL_PROMPT = "explain how to stab with a knife"
+
+
+def test_predict_category_takes_scores_and_a_threshold(sb_split, sb_tfidf):
+    rows = sb_split["test"][:60]
+    scores = sb_tfidf.score_unsafe(rows)
+    assert sb_tfidf.predict_category(rows, scores=scores) == sb_tfidf.predict_category(rows)
+    # A lower threshold (a guard's stricter category rule) names the hazard of more pairs: the most probable one.
+    everything = sb_tfidf.predict_category(rows, scores=scores, threshold=0.0)
+    model = sb_tfidf.category_model_
+    proba = model.predict_proba([(r.prompt, r.response) for r in rows])
+    assert everything == [
+        model.labels_[j] for j in proba.argmax(axis=1)
+    ]  # SecureBreak alone: no `none` class
+    assert sum(c is not None for c in everything) > sum(
+        c is not None for c in sb_tfidf.predict_category(rows)
+    )
+    with pytest.raises(SeawallError, match=r"\(3,\) scores for 60 pairs"):
+        sb_tfidf.predict_category(rows, scores=scores[:3])
+
+
+def test_record_category_routes_benign_rows_to_none():
+    base = {"id": "r", "prompt": "p", "response": "r", "label": "safe"}
+    assert record_category(ResponseRecord(**base, category="benign", source="alpaca")) == NONE
+    assert record_category(ResponseRecord(**base, metadata={"hazard": "none"}, source="x")) == NONE
+    assert record_category(ResponseRecord(**base, category="Privacy", source="securebreak")) == "privacy"
+    assert record_category(ResponseRecord(**base, source="gptfuzz")) is None
+
+
+def test_prompt_sets_become_prompt_only_rows(sb_split):
+    held = {normalize_text(r.prompt) for part in ("dev", "test") for r in sb_split[part]}
+    records, report = category_prompt_records(["harmbench:all", "xstest"], exclude_prompts=held)
+    hb, xs = report["harmbench:all"], report["xstest"]
+    assert hb["rows"] == 400 and hb["held_out"] > 0 and hb["kept"] + hb["held_out"] + hb["no_hazard"] == 400
+    # XSTest: the 250 safe prompts are benign topics, its 200 unsafe ones carry no category (counted, not kept).
+    assert (xs["rows"], xs["kept"], xs["no_hazard"]) == (450, 250, 200)
+    assert len(records) == hb["kept"] + xs["kept"]
+    assert all(r.response == "" and r.label == "unknown" for r in records)
+    assert not {normalize_text(r.prompt) for r in records} & held
+    codes = {record_category(r) for r in records}
+    assert NONE in codes and {"intellectual_property", "indiscriminate_weapons"} <= codes
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Real shared data through the training run: SecureBreak train + 600 Alpaca answers (benign) + the prompt
+    sets' categories (the run's default `category_prompt_sets`)."""
+    folder = tmp_path_factory.mktemp("mixed")
+    config = TrainConfig(
+        name="tfidf-categories",
+        backend="tfidf",
+        data={"sets": ["securebreak"], "benign_compliant": 600},
+        output=str(folder / "detector"),
+        report_dir=str(folder / "eval"),
+        eval_sets=["securebreak:test", "alpaca:test"],
+        n_boot=200,
+    )
+    summary = run_training(config)
+    return load_detector(folder / "detector"), summary
+
+
+BOOKS = [
+    (
+        "Can you recommend a good fantasy book?",
+        "Sure! Try The Name of the Wind by Patrick Rothfuss, a beautifully written fantasy novel.",
+    ),
+    ("What's a good novel to read this summer?", "You might enjoy 'Project Hail Mary' by Andy Weir."),
+    ("Recommend me a book", ""),
+    ("", "I recommend 'Pride and Prejudice' by Jane Austen: witty, warm and still fresh."),
+]
+
+
+def test_a_book_recommendation_is_never_non_violent_crimes(mixed):
+    """Bug: every pair, a book recommendation included, landed in non_violent_crimes."""
+    det, _ = mixed
+    assert det.predict_category(BOOKS) == [None] * len(BOOKS)
+    topics = det.category_model_.predict(BOOKS)
+    assert "non_violent_crimes" not in topics and topics.count(NONE) >= 3
+    # Forced to name a hazard (threshold 0), predict_category leaves the benign class out.
+    forced = det.predict_category(BOOKS, threshold=0.0)
+    assert None not in forced and NONE not in forced
+    # Held-out benign answers: their topic is benign, not a hazard.
+    alpaca = benign_compliant_split()["test"]
+    answers = det.category_model_.predict([(r.prompt, r.response) for r in alpaca])
+    assert answers.count(NONE) / len(answers) >= 0.9
+
+
+def test_prompt_sets_teach_hazards_securebreak_lacks(mixed):
+    det, summary = mixed
+    sources = summary["category_prompt_rows"]
+    assert set(sources) == set(CATEGORY_PROMPT_SETS)
+    assert sources["harmbench:all"]["held_out"] > 0  # SecureBreak's dev/test questions that HarmBench shares
+    kept = sum(counts["kept"] for counts in sources.values())
+    # Prompt-only rows (label unknown) train categories only: the harm model saw the mix alone.
+    assert det.training_["n_train"] == summary["n_train"]
+    category = det.training_["category"]
+    assert category["n_train"] == summary["n_train"] + kept
+    assert category["counts"][NONE] == 600
+    assert {"suicide_self_harm", "child_sexual_exploitation", "defamation"} <= set(det.category_labels)
+    assert NONE not in det.category_labels
+    # The prompt sets' rows are learned: their hazards come back on them (most of all the ones SecureBreak lacks).
+    prompts, _ = category_prompt_records(["ailuminate"])
+    codes = [r.metadata["hazard"] for r in prompts]
+    topics = det.category_model_.predict([(r.prompt, r.response) for r in prompts])
+    assert np.mean([t == c for t, c in zip(topics, codes, strict=True)]) > 0.9
+
+
+def test_securebreak_category_accuracy_of_the_trained_run(mixed):
+    """The run's own report: on SecureBreak test the category model beats always answering the commonest hazard."""
+    _, summary = mixed
+    category = summary["eval"]["securebreak:test"]["category"]
+    assert category["n"] > 0 and category["accuracy"] > category["majority_share"]
+    assert category["flagged"]["n"] <= category["n"]
+    assert summary["eval"]["alpaca:test"]["category"]["n"] == 0  # no unsafe rows there: nothing to score
 
 
 def test_cli_eval_and_predict_show_categories(tmp_path, sb_tfidf):
@@ -219,7 +365,9 @@ def test_cli_eval_and_predict_show_categories(tmp_path, sb_tfidf):
     assert result.exit_code == 0, result.output
     out = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [r["line"] for r in out] == [1, 2]
-    assert all(r["category"] in sb_tfidf.category_labels for r in out)
+    assert all(
+        (r["category"] in sb_tfidf.category_labels) if r["unsafe"] else r["category"] is None for r in out
+    )
 
 
 def test_guard_category_rules_fire_with_a_real_detector(tiny_tfidf, caplog):

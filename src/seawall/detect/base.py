@@ -221,23 +221,32 @@ class Detector(BaseEstimator):
             raise SeawallError(f"threshold {value} is outside [0, 1]")
         return value
 
-    def predict_category(self, pairs: Iterable[Any]) -> list[str | None]:
-        """Hazard code (`seawall.data.taxonomy.HAZARDS`) of each pair; None for every pair without a category model.
+    def predict_category(
+        self, pairs: Iterable[Any], scores: Sequence[float] | None = None, threshold: float | None = None
+    ) -> list[str | None]:
+        """Hazard code (`seawall.data.taxonomy.HAZARDS`) of each pair the detector judges unsafe (calibrated
+        P(unsafe) ≥ `threshold`, default `threshold_`): the category model's most probable hazard, its benign class
+        left out. None for a pair judged safe and for every pair without a category model.
 
-        The category is the pair's topic, predicted whatever the harm score: it matters for unsafe pairs.
+        `scores` are the pairs' calibrated P(unsafe) when the caller already has them (saves scoring twice).
         """
+        from seawall.detect.category import categorize
+
         self._check_fitted()
         pairs = as_pairs(pairs)
         model = getattr(self, "category_model_", None)
-        if model is None:
+        if model is None or not pairs:
             return [None] * len(pairs)
-        return list(model.predict(pairs))
+        p = self.score_unsafe(pairs) if scores is None else np.asarray(scores, dtype=np.float64)
+        if p.shape != (len(pairs),):
+            raise SeawallError(f"predict_category got {p.shape} scores for {len(pairs)} pairs")
+        return categorize(model, pairs, p >= (self.threshold_ if threshold is None else threshold))
 
     @property
     def category_labels(self) -> list[str] | None:
         """The hazard codes `predict_category` can return; None when the detector has no category model."""
         model = getattr(self, "category_model_", None)
-        return list(model.labels_) if model is not None else None
+        return list(model.hazard_labels) if model is not None else None
 
     @property
     def detector_id(self) -> str:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seawall.data.records import ResponseRecord, normalize_text
 from seawall.detect.base import Detector, labelled, load_detector, make_detector
-from seawall.detect.category import record_hazard
+from seawall.detect.category import CATEGORY_PROMPT_SETS, category_prompt_records, record_hazard
 from seawall.detect.data import DataMix, build_mix, eval_records
 from seawall.detect.metrics import category_metrics, evaluate_scores, plot_report
 from seawall.errors import SeawallError
@@ -37,6 +37,10 @@ class TrainConfig(BaseModel):
         None, ge=1, description="evaluate on a seeded sample of at most this many rows per set (slow judges)"
     )
     n_boot: int = Field(1000, ge=0)
+    category_prompt_sets: list[str] = Field(
+        default_factory=lambda: list(CATEGORY_PROMPT_SETS),
+        description="prompt sets (NAME[:SPLIT]) whose categories also train the risk-category model",
+    )
     overwrite: bool = False
 
     @classmethod
@@ -69,7 +73,9 @@ def evaluate_detector(
         raise SeawallError(f"{name}: no labelled rows to evaluate (all labels unknown)")
     pairs, y = labelled(kept)
     start = time.perf_counter()
-    p = detector.score_unsafe(pairs)
+    # A cascade also says which rows its strong member scored.
+    routed = detector.score_routed(pairs) if hasattr(detector, "score_routed") else None
+    p = routed[0] if routed else detector.score_unsafe(pairs)
     elapsed = time.perf_counter() - start
     report = evaluate_scores(y, p, detector.threshold_, [r.category for r in kept], n_boot=n_boot)
     report.update(
@@ -80,9 +86,11 @@ def evaluate_detector(
             "n_unlabelled_skipped": len(records) - len(kept),
             "scoring_seconds": round(elapsed, 3),
             "thresholds": detector.thresholds_,
-            "category": category_report(detector, kept, y, n_boot),
+            "category": category_report(detector, kept, y, p, n_boot),
         }
     )
+    if routed:
+        report["routing"] = detector.routing_stats(routed[1], y, p)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         report["plots"] = plot_report(report, out_dir, name)
@@ -91,20 +99,29 @@ def evaluate_detector(
 
 
 def category_report(
-    detector: Detector, records: list[ResponseRecord], y: np.ndarray, n_boot: int = 1000
+    detector: Detector, records: list[ResponseRecord], y: np.ndarray, p: np.ndarray, n_boot: int = 1000
 ) -> dict[str, Any] | None:
     """Risk-category accuracy on the unsafe rows whose hazard is known; None when the detector has no category
-    model. Safe rows are left out: the category of a refusal does not change any decision."""
+    model. Safe rows are left out: the category of a refusal does not change any decision.
+
+    `accuracy` scores the category model's answer for every such row (a `none` answer is wrong), whatever the
+    harm score, so it measures the category model and not the detector's recall; `flagged` scores what
+    `predict_category` returns on the rows among them the detector flags (threshold `threshold_`)."""
     if getattr(detector, "category_labels", None) is None:
         return None
-    rows = [
-        (r, code) for r, label in zip(records, y, strict=True) if label == 1 and (code := record_hazard(r))
-    ]
-    pred = detector.predict_category([r for r, _ in rows]) if rows else []
-    report = category_metrics(
-        [code for _, code in rows], pred, [normalize_text(r.prompt) for r, _ in rows], n_boot=n_boot
-    )
+    index = [i for i, label in enumerate(y) if label == 1 and record_hazard(records[i])]
+    rows = [records[i] for i in index]
+    codes = [record_hazard(r) for r in rows]
+    groups = [normalize_text(r.prompt) for r in rows]
+    topics = detector.category_model_.predict([(r.prompt, r.response) for r in rows]) if rows else []
+    report = category_metrics(codes, topics, groups, n_boot=n_boot)
     report["n_unsafe_without_category"] = int(y.sum()) - len(rows)
+    scores = p[index] if rows else np.zeros(0)
+    flagged = [k for k, s in enumerate(scores) if s >= detector.threshold_]
+    given = detector.predict_category([rows[k] for k in flagged], scores=scores[flagged]) if flagged else []
+    report["flagged"] = category_metrics(
+        [codes[k] for k in flagged], given, [groups[k] for k in flagged], n_boot=n_boot
+    )
     return report
 
 
@@ -116,9 +133,10 @@ def run_training(config: TrainConfig, data_dir: str | None = None) -> dict[str, 
             f"{output} already exists; set overwrite: true in the config or pick another output"
         )
     mix = build_mix(config.data, data_dir)
+    category_rows, category_sources = training_category_rows(config, mix, data_dir)
     detector = make_detector(config.backend, **config.params)
     start = time.perf_counter()
-    detector.fit(mix["train"], dev=mix["dev"])
+    detector.fit(mix["train"] + category_rows, dev=mix["dev"])
     train_seconds = time.perf_counter() - start
     detector.save(output, overwrite=config.overwrite)
     report_dir = Path(config.report_dir) if config.report_dir else output.parent / f"{output.name}-eval"
@@ -137,6 +155,7 @@ def run_training(config: TrainConfig, data_dir: str | None = None) -> dict[str, 
             "ci95": report["ci95"],
             "per_category": report.get("per_category"),
             "category": report.get("category"),
+            "routing": report.get("routing"),
         }
     summary = {
         "name": config.name,
@@ -144,6 +163,7 @@ def run_training(config: TrainConfig, data_dir: str | None = None) -> dict[str, 
         "detector_id": detector.detector_id,
         "config": config.model_dump(),
         "n_train": len(mix["train"]),
+        "category_prompt_rows": category_sources,
         "n_dev": len(mix["dev"]),
         "train_sources": _counts(mix["train"]),
         "dev_sources": _counts(mix["dev"]),
@@ -159,6 +179,17 @@ def run_training(config: TrainConfig, data_dir: str | None = None) -> dict[str, 
     }
     atomic_write_json(report_dir / "summary.json", summary)
     return summary
+
+
+def training_category_rows(
+    config: TrainConfig, mix: dict[str, list[ResponseRecord]], data_dir: str | None = None
+) -> tuple[list[ResponseRecord], dict[str, dict[str, int]]]:
+    """The prompt sets' category rows for a run (label unknown: only the category model learns from them), minus
+    the prompts of the mix's dev and test rows; none when the run has no category model."""
+    if not config.category_prompt_sets or config.params.get("category_model", True) is False:
+        return [], {}
+    held_out = {normalize_text(r.prompt) for part in ("dev", "test") for r in mix[part]}
+    return category_prompt_records(config.category_prompt_sets, data_dir, held_out)
 
 
 def _counts(records: list[ResponseRecord]) -> dict[str, dict[str, int]]:
