@@ -289,14 +289,8 @@ def _detail_section(runs: dict[str, dict[str, Any]], results: Path) -> list[str]
             ]
         category = sb.get("category") if sb else None
         if category and category.get("n"):
-            low, high = category["ci95"]
-            interval = "" if math.isnan(low) else f" [{low:.2f}, {high:.2f}]"
-            out += [
-                f"Risk-category accuracy (SecureBreak test, {category['n']} unsafe rows from "
-                f"{category['n_prompts']} prompts, 95% bootstrap over prompts): {_fmt(category['accuracy'])}"
-                f"{interval}; always answering the most common category: {_fmt(category['majority_share'])}.",
-                "",
-            ]
+            out += [_category_sentence(category), ""]
+        out += _cascade_lines(run)
         plots = sorted((results / name / "securebreak-test").glob("*.png"))
         if plots:
             out += [
@@ -304,6 +298,66 @@ def _detail_section(runs: dict[str, dict[str, Any]], results: Path) -> list[str]
                 + ", ".join(f"[{p.stem}](detector/{name}/securebreak-test/{p.name})" for p in plots),
                 "",
             ]
+    return out
+
+
+def _interval(ci: list[float]) -> str:
+    return "" if not ci or math.isnan(ci[0]) else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def _category_sentence(category: dict[str, Any]) -> str:
+    """Risk-category accuracy on SecureBreak test: the category model's answer, and what flagged rows are given."""
+    text = (
+        f"Risk-category accuracy (SecureBreak test, {category['n']} unsafe rows from {category['n_prompts']} "
+        f"prompts, the category model's answer whatever the harm score, 95% bootstrap over prompts): "
+        f"{_fmt(category['accuracy'])}{_interval(category['ci95'])}; always answering the most common category: "
+        f"{_fmt(category['majority_share'])}."
+    )
+    flagged = category.get("flagged")
+    if flagged and flagged.get("n"):
+        text += (
+            f" On the {flagged['n']} of them the detector flags, the category it reports is right for "
+            f"{_fmt(flagged['accuracy'])}{_interval(flagged['ci95'])} (a benign-topic answer reports none)."
+        )
+    return text
+
+
+def _cascade_lines(run: dict[str, Any]) -> list[str]:
+    """The band a cascade chose on dev and, per evaluation set, how many rows each member scored."""
+    cascade = (run.get("training") or {}).get("cascade")
+    if not cascade:
+        return []
+    members, band, dev = cascade["members"], cascade["band"], cascade["dev"]
+    names = ", ".join(
+        f"{name} `{m['detector_id']}` ({m['backend']}, threshold {m['threshold']:.3f})"
+        for name, m in members.items()
+    )
+    out = [
+        f"Cascade: {names}. Escalation band on the fast member's P(unsafe): [{band['low']:.3f}, {band['high']:.3f}],"
+        f" chosen on dev for an escalation rate of {cascade['escalation_rate_target']:.2f} (dev: "
+        f"{_fmt(dev['escalation_rate'])}, {dev['n_escalated']} of {dev['n']} rows).",
+        "",
+    ]
+    rows = []
+    for data, entry in run["eval"].items():
+        routing = entry.get("routing")
+        if not routing:
+            continue
+        accuracy = routing.get("accuracy_per_member", {})
+        rows.append(
+            {
+                "data": data,
+                "n": routing["n"],
+                "escalation rate": routing["escalation_rate"],
+                "rows fast": routing["rows_per_member"]["fast"],
+                "rows strong": routing["rows_per_member"]["strong"],
+                "accuracy on fast rows": accuracy.get("fast"),
+                "accuracy on strong rows": accuracy.get("strong"),
+                "accuracy": routing.get("accuracy"),
+            }
+        )
+    if rows:
+        out += [format_table(rows, list(rows[0])), ""]
     return out
 
 
