@@ -225,3 +225,18 @@ def test_training_run_and_results_page(tmp_path, fast_folder):
     assert "Escalation band on the fast member's P(unsafe)" in page
     rate = f"{routing['escalation_rate']:.3f}"
     assert f"| securebreak:test | {routing['n']} | {rate} |" in page
+
+
+def test_two_saved_members_fit_only_the_band(tmp_path, fast_folder, sb_split, data):
+    strong = make_detector("tfidf", category_model=False).fit(sb_split["train"], dev=sb_split["dev"])
+    strong_folder = strong.save(tmp_path / "strong")
+    cascade = make_detector("cascade", fast=str(fast_folder), strong=str(strong_folder), escalation_rate=0.5)
+    cascade.fit([], dev=data["dev"])  # no training rows: nothing but the band is learned
+    members = cascade.training_["cascade"]["members"]
+    assert members["strong"]["detector_id"] == strong.detector_id
+    assert {m["from"] for m in members.values()} == {"folder"}
+    assert cascade.training_["cascade"]["dev"]["n_escalated"] == round(0.5 * len(data["dev"]))
+    _, escalated = cascade.score_routed(data["test"])
+    decision = cascade.predict(data["test"])
+    hard = [r for r, e in zip(data["test"], escalated, strict=True) if e]
+    assert (decision[escalated] == strong.predict(hard)).all()
