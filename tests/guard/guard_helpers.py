@@ -21,6 +21,7 @@ from seawall.guard.server import create_app
 from seawall.guard.upstream import HTTPUpstream
 
 UNSAFE_WORD = "detonator"
+BORDERLINE_WORD = "tripwire"  # P(unsafe) 0.4: below the default threshold, above a strict category rule
 
 
 class KeywordDetector:
@@ -40,11 +41,22 @@ class KeywordDetector:
             time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("detector exploded")
-        p = np.array([0.9 if UNSAFE_WORD in r.lower() else 0.1 for _, r in pairs])
+        p = np.array([_keyword_score(r) for _, r in pairs])
         return np.stack([1 - p, p], axis=1)
 
-    def predict_category(self, pairs):
-        return ["Physical harm" if UNSAFE_WORD in r.lower() else None for _, r in pairs]
+    def predict_category(self, pairs, scores=None, threshold=None):
+        """Like `Detector.predict_category`: a category only for pairs scored at or above `threshold`."""
+        threshold = self.threshold_ if threshold is None else threshold
+        scores = [_keyword_score(r) for _, r in pairs] if scores is None else scores
+        return [
+            "Physical harm" if s >= threshold and s > 0.1 else None
+            for (_, r), s in zip(pairs, scores, strict=True)
+        ]
+
+
+def _keyword_score(response: str) -> float:
+    text = response.lower()
+    return 0.9 if UNSAFE_WORD in text else 0.4 if BORDERLINE_WORD in text else 0.1
 
 
 def answer_for(prompt: str) -> str:

@@ -269,7 +269,7 @@ class AllWordsDetector(KeywordDetector):
         p = [0.9 if all(w in r for w in self.words) else 0.1 for _, r in pairs]
         return [[1 - x, x] for x in p]
 
-    def predict_category(self, pairs):
+    def predict_category(self, pairs, scores=None, threshold=None):
         return [None for _ in pairs]
 
 

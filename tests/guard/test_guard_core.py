@@ -7,7 +7,7 @@ import logging
 import sqlite3
 
 import pytest
-from guard_helpers import UNSAFE_WORD, KeywordDetector
+from guard_helpers import BORDERLINE_WORD, UNSAFE_WORD, KeywordDetector
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +37,16 @@ def test_per_category_threshold_and_action():
     assert (verdict.unsafe, verdict.action, verdict.threshold) == (False, "allow", 0.95)
     strict = Policy(threshold=0.05, action="log")
     assert Guard(KeywordDetector(), strict).check("q", "benign").action == "log"
+
+
+def test_a_stricter_category_rule_fires_below_the_default_threshold():
+    # Detectors name a category only for pairs judged unsafe; the guard must ask at the lowest threshold a rule
+    # uses, or a rule below the default threshold never sees its category.
+    strict = Policy(categories={"Physical harm": CategoryRule(threshold=0.3)})
+    verdict = Guard(KeywordDetector(), strict).check("q", f"hide the {BORDERLINE_WORD}")
+    assert (verdict.unsafe, verdict.category, verdict.threshold) == (True, "Physical harm", 0.3)
+    default = Guard(KeywordDetector()).check("q", f"hide the {BORDERLINE_WORD}")
+    assert (default.unsafe, default.category) == (False, None)
 
 
 def test_fail_closed_on_error_and_timeout(caplog):

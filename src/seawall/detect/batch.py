@@ -461,7 +461,9 @@ def score_block(detector: Any, block: pa.Table, columns: Columns, keep_original:
     category: list[str | None] = [None] * len(rows)
     if good:
         scores = detector.score_unsafe(good_pairs)
-        categories = detector.predict_category(good_pairs) if has_category else [None] * len(good)
+        categories = (
+            detector.predict_category(good_pairs, scores=scores) if has_category else [None] * len(good)
+        )
         for i, p, c in zip(good, scores, categories, strict=True):
             p_unsafe[i], unsafe[i], category[i] = float(p), bool(p >= detector.threshold_), c
     data = {ROW: rows, "id": ids, "p_unsafe": p_unsafe, "unsafe": unsafe}

@@ -234,7 +234,7 @@ def stream_predict(detector: Any, stream: BinaryIO, out: TextIO, batch_size: int
     def flush() -> None:
         good = [(line, rec) for line, _, rec in pending if not isinstance(rec, str)]
         scores = detector.score_unsafe([rec for _, rec in good]) if good else []
-        categories = detector.predict_category([rec for _, rec in good]) if good else []
+        categories = detector.predict_category([rec for _, rec in good], scores=scores) if good else []
         by_line = {line: (float(s), c) for (line, _), s, c in zip(good, scores, categories, strict=True)}
         for line, _, rec in pending:
             if isinstance(rec, str):

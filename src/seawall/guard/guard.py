@@ -160,8 +160,21 @@ class Guard:
             raise ValueError(f"detector returned {len(scores)} scores for {len(pairs)} pairs")
         categories: list[str | None] = [None] * len(pairs)
         if hasattr(self.detector, "predict_category"):
-            categories = list(self.detector.predict_category(pairs))
+            # Categories exist only for pairs judged unsafe; a category rule may lower the threshold, so ask at
+            # the lowest threshold any rule or the default applies, and let `_decide` apply the pair's own rule.
+            categories = list(
+                self.detector.predict_category(pairs, scores=scores, threshold=self._lowest_threshold())
+            )
         return scores, categories
+
+    def _lowest_threshold(self) -> float:
+        default = next(
+            t
+            for t in (self.policy.threshold, getattr(self.detector, "threshold_", None), 0.5)
+            if t is not None
+        )
+        rules = [rule.threshold for rule in self.policy.categories.values() if rule.threshold is not None]
+        return float(min([default, *rules]))
 
     def _decide(self, score: float, category: str | None, latency_ms: float) -> Verdict:
         rule = self.policy.categories.get(category) if category else None
