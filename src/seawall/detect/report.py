@@ -11,7 +11,24 @@ from seawall.detect.metrics import format_table
 from seawall.io import atomic_write_text
 
 DEFAULT_RUN = "encoder-mix"
+V2_RUN = "encoder-v2"  # the v2 mix (issue 13): its targets are checked on this run
 EVALS = ("securebreak:test", "gptfuzz:test", "alpaca:test", "refusals:test")
+SOURCE_EVALS = (
+    "securebreak:test",
+    "gptfuzz:test",
+    "diasafety:test",
+    "toxichat:test",
+    "safetext:test",
+    "openai-moderation:test",
+    "safety-tuned-llamas:test",
+    "alpaca:test",
+    "refusals:test",
+)
+ALL_SAFE = {
+    "safety-tuned-llamas",
+    "alpaca",
+    "refusals",
+}  # test sets with safe rows only: their flag rate counts
 
 
 def _load_runs(results: Path) -> dict[str, dict[str, Any]]:
@@ -63,7 +80,9 @@ def build_report(results: Path) -> str:
         "",
         "Data: canonical splits (70/15/15 grouped by question, seed 0) of SecureBreak (Arazzi et al. 2026, CC BY 4.0)"
         " and GPTFuzz (MIT); safe counter-examples from the Alpaca subset (benign instruction + answer; CC BY-NC 4.0)"
-        " and AdvBench prompts paired with refusal templates. `alpaca:test` and `refusals:test` contain only safe rows:"
+        " and AdvBench prompts paired with refusal templates; the v2 mix adds DiaSafety (Apache-2.0), ToxiChat"
+        " (CC BY-SA 4.0), SafeText (MIT), safety-tuned-llamas' safe answers (CC BY-NC 4.0) and the OpenAI moderation"
+        " set (MIT), each split by its own groups (docs/data.md). `alpaca:test` and `refusals:test` contain only safe rows:"
         " their *flag rate* is the false-positive rate on benign compliance and on refusals. 95% intervals: "
         "percentile bootstrap over rows.",
         "",
@@ -107,11 +126,68 @@ def build_report(results: Path) -> str:
         "(`eval_max_rows`), hence the smaller n and wider intervals.",
         "",
     ]
+    lines += _sources_section(runs)
+    lines += _v2_targets(runs)
     lines += _targets(runs, results / "bench.json")
     lines += _lora_section(runs)
     lines += _detail_section(runs, results)
     lines += _bench_section(results / "bench.json")
     return "\n".join(lines) + "\n"
+
+
+def _sources_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Every run evaluated on the v2 sources: AUROC / accuracy at the stored threshold (flag rate for safe-only sets)."""
+    chosen = {n: r for n, r in runs.items() if any(d in r["eval"] for d in SOURCE_EVALS[2:7])}
+    if not chosen:
+        return []
+    rows = []
+    for name, run in chosen.items():
+        row: dict[str, Any] = {
+            "run": name,
+            "threshold": run.get("config", {}).get("params", {}).get("threshold_strategy", "–"),
+        }
+        for data in SOURCE_EVALS:
+            source = data.split(":")[0]
+            if data not in run["eval"]:
+                row[source] = "–"
+            elif source in ALL_SAFE:
+                row[source] = f"flags {_fmt(_metric(run, data, 'flag_rate'))}"
+            else:
+                row[source] = f"{_fmt(_metric(run, data, 'auroc'))} / {_fmt(_metric(run, data, 'accuracy'))}"
+        rows.append(row)
+    return [
+        "## Every source's held-out test split (AUROC / accuracy; flag rate where every row is safe)",
+        "",
+        format_table(rows, ["run", "threshold", *(d.split(":")[0] for d in SOURCE_EVALS)]),
+        "",
+        "Each source's canonical test split is grouped (by question, context, thread, scenario or instruction) so no "
+        "test group is seen in training; these are in-domain figures for every source in the run's mix. Accuracy "
+        "is agreement with the human labels at the stored operating point.",
+        "",
+    ]
+
+
+def _v2_targets(runs: dict[str, dict[str, Any]]) -> list[str]:
+    run = runs.get(V2_RUN)
+    if not run:
+        return []
+    f1 = _metric(run, "securebreak:test", "f1")
+    auroc = _metric(run, "securebreak:test", "auroc")
+    benign = _metric(run, "alpaca:test", "flag_rate")
+    refusals = _metric(run, "refusals:test", "flag_rate")
+    checks = [
+        ("SecureBreak test F1 ≥ 0.85", f1, f1 is not None and f1 >= 0.85),
+        ("SecureBreak test AUROC ≥ 0.93", auroc, auroc is not None and auroc >= 0.93),
+        ("benign Alpaca answers flagged ≤ 2%", benign, benign is not None and benign <= 0.02),
+        ("refusals flagged ≤ 1%", refusals, refusals is not None and refusals <= 0.01),
+    ]
+    rows = [{"target": t, "measured": _fmt(v), "met": "yes" if ok else "**no**"} for t, v, ok in checks]
+    return [
+        f"## Targets of issue 13 (run `{V2_RUN}`)",
+        "",
+        format_table(rows, ["target", "measured", "met"]),
+        "",
+    ]
 
 
 def _targets(runs: dict[str, dict[str, Any]], bench_path: Path) -> list[str]:
