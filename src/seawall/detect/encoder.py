@@ -166,7 +166,9 @@ class EncoderDetector(Detector):
         # sequence length" warning does not apply.
         tok = self.tokenizer_
         prompts = tok([clip_chars(p) for p, _ in pairs], add_special_tokens=False, verbose=False)["input_ids"]
-        responses = tok([clip_chars(r) for _, r in pairs], add_special_tokens=False, verbose=False)["input_ids"]
+        responses = tok([clip_chars(r) for _, r in pairs], add_special_tokens=False, verbose=False)[
+            "input_ids"
+        ]
         specials = [t for t in (self._cls, self._sep, self._sep) if t is not None]
         budget = self.max_length - len(specials)
         ids, types = [], []

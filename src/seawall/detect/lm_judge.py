@@ -174,7 +174,9 @@ class LMJudgeDetector(Detector):
         """Judge-prompt token ids for each pair, request and response truncated head+tail."""
         tok = self.tokenizer_
         prompts = tok([clip_chars(p) for p, _ in pairs], add_special_tokens=False, verbose=False)["input_ids"]
-        responses = tok([clip_chars(r) for _, r in pairs], add_special_tokens=False, verbose=False)["input_ids"]
+        responses = tok([clip_chars(r) for _, r in pairs], add_special_tokens=False, verbose=False)[
+            "input_ids"
+        ]
         before, middle, after = self._pieces
         ids = [
             before
