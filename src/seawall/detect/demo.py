@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from seawall.detect.data import DataMix
+from seawall.detect.data import RESPONSE_SETS, DataMix
 from seawall.detect.pipeline import TrainConfig, run_training
 
 DEMO_PARAMS: dict[str, Any] = {
@@ -28,16 +28,6 @@ DEMO_PARAMS: dict[str, Any] = {
     "calibration": "temperature",
     "threshold_strategy": "source_balanced",
 }
-# The v2 mix (configs/detector-encoder-v2.yaml explains each cap).
-DEMO_SETS = [
-    "securebreak",
-    "gptfuzz",
-    "diasafety",
-    "toxichat",
-    "safetext",
-    "safety-tuned-llamas",
-    "openai-moderation",
-]
 
 
 def demo_config(output: str, max_steps: int | None = None, max_rows: int | None = None) -> TrainConfig:
@@ -50,7 +40,7 @@ def demo_config(output: str, max_steps: int | None = None, max_rows: int | None 
         backend="encoder",
         params=params,
         data=DataMix(
-            sets=DEMO_SETS,
+            sets=list(RESPONSE_SETS),  # the v2 mix: configs/detector-encoder-v2.yaml explains each cap
             max_train_rows={"gptfuzz": 3000, "diasafety": 4000},
             dev_rows_per_source=max_rows or 250,
             benign_compliant=1000,
