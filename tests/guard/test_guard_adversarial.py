@@ -679,3 +679,14 @@ def test_fuzzed_classify(running):
         check_fuzzed(url, db, "/v1/classify", case.body, lambda response: len(response.json()["results"]))
 
     run()
+
+
+def test_fuzzed_moderations(running):
+    url, db, app = running
+
+    @FUZZ
+    @given(case=operation_cases(app, "/v1/moderations"))
+    def run(case):
+        check_fuzzed(url, db, "/v1/moderations", case.body, lambda response: len(response.json()["results"]))
+
+    run()

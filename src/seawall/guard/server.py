@@ -23,6 +23,7 @@ from seawall.guard.audit import AuditLog
 from seawall.guard.config import ServerConfig, is_loopback
 from seawall.guard.guard import Guard, Verdict, most_severe
 from seawall.guard.metrics import Metrics
+from seawall.guard.moderation import InputError, ModerationRequest, input_texts, moderation_result
 from seawall.guard.response import (
     COMPLETIONS,
     ChunkFields,
@@ -40,7 +41,14 @@ from seawall.guard.upstream import HTTPUpstream, LocalUpstream, UpstreamError, m
 
 log = logging.getLogger("seawall.guard")
 
-ENDPOINTS = {"/v1/chat/completions", "/v1/completions", "/v1/classify", "/healthz", "/metrics"}
+ENDPOINTS = {
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/classify",
+    "/v1/moderations",
+    "/healthz",
+    "/metrics",
+}
 
 
 class ChatMessage(BaseModel):
@@ -533,7 +541,7 @@ def create_app(
                 parsed = ClassifyRequest.model_validate(raw)
             except ValidationError as error:
                 raise _field_error(error) from None
-            _limit_pairs(parsed, config)
+            _limit_batch([p.prompt + p.response for p in parsed.pairs], config, "pairs")
             state.admit()
         except HTTPError as error:
             extra = {"Retry-After": "1"} if error.status == 429 else {}
@@ -551,23 +559,62 @@ def create_app(
             state.in_flight -= 1
         return JSONResponse({"request_id": rid, "results": [v.to_dict() for v in verdicts]}, headers=headers)
 
+    @app.post("/v1/moderations", openapi_extra=openapi_body(ModerationRequest))
+    async def moderations(request: Request) -> Response:
+        """OpenAI's moderation API: each input text scored as a response to an empty prompt; one audit row each."""
+        rid = f"modr-{uuid.uuid4().hex}"
+        headers = {"x-request-id": rid}
+        try:
+            state.authorize(request)
+            raw = await state.read_json(request)
+            try:
+                parsed = ModerationRequest.model_validate(raw)
+                texts = input_texts(parsed)
+            except ValidationError as error:
+                raise _field_error(error) from None
+            except InputError as error:
+                raise HTTPError(400, f"invalid request: {error}", param="input") from None
+            _limit_batch(texts, config, "input")
+            state.admit()
+        except HTTPError as error:
+            extra = {"Retry-After": "1"} if error.status == 429 else {}
+            return error.response({**headers, **extra})
+        try:
+            pairs = [("", text) for text in texts]
+            verdicts = await state.classify_guard.acheck_batch(pairs)
+            await asyncio.gather(
+                *(
+                    state.record(f"{rid}:{i}", verdict, "", text, "/moderations", parsed.model, stream=False)
+                    for i, (text, verdict) in enumerate(zip(texts, verdicts, strict=True))
+                )
+            )
+        finally:
+            state.in_flight -= 1
+        body = {
+            "id": rid,
+            "model": state.guard.detector_id,
+            "results": [moderation_result(v) for v in verdicts],
+        }
+        return JSONResponse(body, headers=headers)
+
     return app
 
 
-def _limit_pairs(parsed: ClassifyRequest, config: ServerConfig) -> None:
-    """One /v1/classify call may hold at most `classify_max_pairs` pairs and `classify_max_chars` characters."""
-    if len(parsed.pairs) > config.classify_max_pairs:
+def _limit_batch(texts: list[str], config: ServerConfig, param: str) -> None:
+    """One /v1/classify or /v1/moderations call may hold at most `classify_max_pairs` items and
+    `classify_max_chars` characters."""
+    if len(texts) > config.classify_max_pairs:
         raise HTTPError(
             400,
-            f"invalid request: pairs: {len(parsed.pairs)} pairs exceed the limit {config.classify_max_pairs}",
-            param="pairs",
+            f"invalid request: {param}: {len(texts)} items exceed the limit {config.classify_max_pairs}",
+            param=param,
         )
-    chars = sum(len(p.prompt) + len(p.response) for p in parsed.pairs)
+    chars = sum(len(t) for t in texts)
     if chars > config.classify_max_chars:
         raise HTTPError(
             413,
-            f"pairs hold {chars} characters, over the limit of {config.classify_max_chars}",
-            param="pairs",
+            f"{param} hold {chars} characters, over the limit of {config.classify_max_chars}",
+            param=param,
         )
 
 
