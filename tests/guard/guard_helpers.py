@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from seawall.guard.audit import AuditLog
+from seawall.guard.audit import SQLiteAuditLog
 from seawall.guard.config import ServerConfig
 from seawall.guard.guard import Guard
 from seawall.guard.server import create_app
@@ -190,7 +190,7 @@ def proxy(tmp_path, upstream: str | None, detector=None, upstream_obj=None, keys
     cfg = ServerConfig(upstream_url=upstream, audit_db=str(tmp_path / "audit.sqlite"), **config)
     guard = Guard(detector or KeywordDetector(), cfg.policy)
     up = upstream_obj or HTTPUpstream(upstream, cfg.request_timeout_s)
-    audit = AuditLog(cfg.audit_db, cfg.audit_store_text)
+    audit = SQLiteAuditLog(cfg.audit_db, cfg.audit_store_text)
     app = create_app(cfg, guard, up, audit, [k.encode() for k in keys])
     with serve(app) as url:
         yield url, cfg.audit_db, app

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from seawall.errors import SeawallError
 from seawall.guard import CategoryRule, Guard, Policy, StreamGuard, StreamPolicy, guard_stream
-from seawall.guard.audit import AuditLog, parse_since, query, sha256
+from seawall.guard.audit import SQLiteAuditLog, parse_since, query, sha256
 from seawall.guard.config import ServerConfig
 from seawall.guard.metrics import Metrics
 from seawall.guard.stream import FieldStreamGuard
@@ -172,7 +172,7 @@ def test_field_stream_final_check_scores_each_field_alone():
 
 def test_audit_log_wal_one_row_per_decision_and_query(tmp_path):
     db = tmp_path / "a.sqlite"
-    audit = AuditLog(db)
+    audit = SQLiteAuditLog(db)
     verdict = Guard(KeywordDetector()).check("q", UNSAFE_WORD)
     audit.record("r1", verdict, "the prompt", "the response", "/chat/completions", "m")
     audit.record(
@@ -195,7 +195,7 @@ def test_audit_log_wal_one_row_per_decision_and_query(tmp_path):
 
 def test_audit_writer_thread_flushes_queue_on_close_and_async_waits_for_commit(tmp_path):
     db = tmp_path / "a.sqlite"
-    audit = AuditLog(db, synchronous="FULL")
+    audit = SQLiteAuditLog(db, synchronous="FULL")
     verdict = Guard(KeywordDetector()).check("q", "fine")
     pending = [audit.submit(f"r{i}", verdict, "p", "r", "/chat/completions") for i in range(200)]
 
@@ -217,7 +217,7 @@ def test_audit_writer_thread_flushes_queue_on_close_and_async_waits_for_commit(t
 
 
 def test_audit_store_text_opt_in(tmp_path):
-    audit = AuditLog(tmp_path / "a.sqlite", store_text=True)
+    audit = SQLiteAuditLog(tmp_path / "a.sqlite", store_text=True)
     audit.record("r", Guard(KeywordDetector()).check("q", "x"), "p", "resp", "/completions")
     audit.close()
     assert query(tmp_path / "a.sqlite")[0]["response"] == "resp"

@@ -21,7 +21,7 @@ from seawall.detect import load_detector, make_detector
 from seawall.errors import SeawallError
 from seawall.generation import load_generator
 from seawall.generation.tiny import build_tiny_chat_model
-from seawall.guard.audit import AuditLog, query
+from seawall.guard.audit import SQLiteAuditLog, query
 from seawall.guard.cli import app
 from seawall.guard.config import DEFAULT_REFUSAL, ServerConfig
 from seawall.guard.guard import Guard
@@ -213,8 +213,8 @@ def test_audit_log_defaults_to_the_cache_not_the_working_directory(tmp_path, mon
     monkeypatch.setenv("SEAWALL_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     config = ServerConfig()
-    assert config.audit_path() == tmp_path / "cache" / "guard" / "audit.sqlite"
-    audit = AuditLog(config.audit_path())
+    assert Path(config.audit_target()) == tmp_path / "cache" / "guard" / "audit.sqlite"
+    audit = SQLiteAuditLog(Path(config.audit_target()))
     audit.record("r1", Guard(KeywordDetector()).check("q", "fine"), "q", "fine", "/classify")
     audit.close()
     listed = CliRunner().invoke(app, ["log", "--json"])  # no --db: the same default

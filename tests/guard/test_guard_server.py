@@ -19,7 +19,7 @@ from guard_helpers import UNSAFE_WORD, KeywordDetector, answer_for, free_dead_ur
 
 from seawall.errors import SeawallError
 from seawall.guard import server
-from seawall.guard.audit import AuditLog
+from seawall.guard.audit import SQLiteAuditLog
 from seawall.guard.config import DEFAULT_REFUSAL, ServerConfig
 from seawall.guard.guard import Guard
 from seawall.guard.server import build_app, create_app, load_api_keys
@@ -363,7 +363,7 @@ def test_missing_upstream_key_variable_is_an_error(tmp_path, monkeypatch):
 def test_shutdown_closes_the_guard(tmp_path, upstream_url):
     config = ServerConfig(upstream_url=upstream_url + "/v1", audit_db=str(tmp_path / "audit.sqlite"))
     guard = Guard(KeywordDetector(), config.policy)
-    app = create_app(config, guard, HTTPUpstream(config.upstream_url), AuditLog(config.audit_db), [])
+    app = create_app(config, guard, HTTPUpstream(config.upstream_url), SQLiteAuditLog(config.audit_db), [])
     with serve(app) as url:
         assert httpx.post(f"{url}/v1/chat/completions", json=chat(SAFE), timeout=10).status_code == 200
     after = guard.check("q", "fine")
@@ -423,3 +423,41 @@ def test_audit_failure_on_client_disconnect_is_logged_and_counted(tmp_path, upst
                 time.sleep(0.05)
     assert audit_rows(db) == []
     assert f"audit log write failed for {rid}" in caplog.text and "disk says no" in caplog.text
+
+
+def refuse_inserts(db: str) -> None:
+    """A real SQLite failure for every decision (the database refuses the insert)."""
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON decisions BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+    )
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_audit_failure_withholds_the_answer_unless_fail_open(tmp_path, upstream_url, caplog, fail_open):
+    with proxy(tmp_path, upstream_url + "/v1", audit_fail_open=fail_open) as (url, db, _):
+        refuse_inserts(db)
+        with httpx.Client(timeout=10) as client:
+            plain = client.post(f"{url}/v1/chat/completions", json=chat(SAFE))
+            text, chunks = read_stream(client, f"{url}/v1/chat/completions", chat(SAFE, stream=True))
+            pairs = {"pairs": [{"prompt": "q", "response": "fine"}]}
+            classified = client.post(f"{url}/v1/classify", json=pairs)
+            metrics = client.get(f"{url}/metrics").text
+    assert "seawall_audit_failures_total 3" in metrics
+    assert caplog.text.count("audit log write failed") == 3 and "disk says no" in caplog.text
+    if fail_open:
+        assert plain.status_code == 200 and plain.headers["x-seawall-audit"] == "unrecorded"
+        assert plain.json()["choices"][0]["message"]["content"] == answer_for(SAFE)
+        assert plain.json()["seawall"]["audited"] is False
+        assert text == answer_for(SAFE) and chunks[-1]["seawall"]["audited"] is False
+        assert classified.status_code == 200 and classified.headers["x-seawall-audit"] == "unrecorded"
+        assert caplog.text.count("AUDIT FAIL-OPEN") == 3
+    else:
+        assert plain.status_code == 503 and plain.json()["error"]["type"] == "audit_error"
+        assert "answer is withheld" in plain.json()["error"]["message"]
+        # The held-back tail is not released; the stream ends with the error event.
+        assert answer_for(SAFE).startswith(text) and text != answer_for(SAFE)
+        assert chunks[-1]["error"]["type"] == "audit_error"
+        assert classified.status_code == 503

@@ -26,6 +26,12 @@ def serve(
     audit_db: str | None = typer.Option(
         None, help="SQLite audit log path (default <cache>/guard/audit.sqlite)."
     ),
+    audit_url: str | None = typer.Option(
+        None,
+        "--audit-url",
+        help="postgresql://user@host:port/db: decisions in PostgreSQL, shared by replicas (password in "
+        "PGPASSWORD or ~/.pgpass), or an SQLite path.",
+    ),
     access_log: bool | None = typer.Option(
         None, "--access-log/--no-access-log", help="uvicorn's per-request access log (default off)."
     ),
@@ -53,6 +59,7 @@ def serve(
             local_model=local_model,
             detector=detector,
             audit_db=audit_db,
+            audit=audit_url,
             access_log=access_log,
             allow_open=allow_open or None,
         ).items()
@@ -69,6 +76,9 @@ def serve(
 @app.command("log")
 def log_(
     db: str | None = typer.Option(None, "--db", help="Audit log path (default <cache>/guard/audit.sqlite)."),
+    audit_url: str | None = typer.Option(
+        None, "--audit-url", help="Read a PostgreSQL audit log instead: postgresql://user@host:port/db."
+    ),
     since: str | None = typer.Option(None, help="Duration ago (30m, 2h, 7d) or an ISO time."),
     action: str | None = typer.Option(
         None, help="allow, block, flag, log, upstream_error or client_disconnect."
@@ -81,10 +91,14 @@ def log_(
     from rich.console import Console
     from rich.table import Table
 
+    from seawall.errors import SeawallError
     from seawall.guard.audit import query
     from seawall.guard.config import default_audit_db
 
-    rows = query(db or default_audit_db(), since=since, action=action, category=category, limit=limit or None)
+    if db and audit_url:
+        raise SeawallError("guard log: pass --db or --audit-url, not both")
+    target = audit_url or db or default_audit_db()
+    rows = query(target, since=since, action=action, category=category, limit=limit or None)
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row, ensure_ascii=False))

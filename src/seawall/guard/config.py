@@ -123,8 +123,26 @@ class ServerConfig(BaseModel):
         1, ge=1, description="Detector threads of /v1/classify, apart from those checking proxied answers."
     )
     request_timeout_s: float = Field(60.0, gt=0, description="Upstream time limit; exceeded → 504.")
+    audit: str | None = Field(
+        None,
+        description="Where decisions go: a postgresql:// URL (one table shared by replicas; the password in "
+        "PGPASSWORD or ~/.pgpass, not here) or an SQLite file path. None: audit_db, else the default SQLite file.",
+    )
     audit_db: str | None = Field(
         None, description="SQLite audit log path (None: <cache>/guard/audit.sqlite)."
+    )
+    audit_pool_size: int = Field(
+        4, ge=1, description="PostgreSQL connections (and writer threads) of this proxy's audit log."
+    )
+    audit_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait for a PostgreSQL connection before a decision counts as unwritten.",
+    )
+    audit_fail_open: bool = Field(
+        False,
+        description="When a decision cannot be written, release the answer anyway (logged and counted); "
+        "default: withhold it (503).",
     )
     audit_store_text: bool = Field(False, description="Also store prompt/response text (off: hashes only).")
     protect_metrics: bool = Field(
@@ -147,11 +165,13 @@ class ServerConfig(BaseModel):
                 f"host {self.host!r} is reachable from other machines and no API keys are set: that is an open "
                 "proxy; set api_keys_file or api_keys_env, or allow_open: true (--allow-open) if it is intended"
             )
+        if self.audit and self.audit_db:
+            raise ValueError("set either audit (a postgresql:// URL or an SQLite path) or audit_db, not both")
         return self
 
-    def audit_path(self) -> Path:
-        """The audit log's path: `audit_db`, else the default under the seawall cache."""
-        return Path(self.audit_db) if self.audit_db else default_audit_db()
+    def audit_target(self) -> str:
+        """Where the audit log is: `audit` (URL or path), else `audit_db`, else the default under the cache."""
+        return self.audit or self.audit_db or str(default_audit_db())
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ServerConfig:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seawall.errors import SeawallError
-from seawall.guard.audit import AuditLog
+from seawall.guard.audit import AuditLog, open_audit_log
 from seawall.guard.config import ServerConfig, is_loopback
 from seawall.guard.guard import Guard, Verdict, most_severe
 from seawall.guard.metrics import Metrics
@@ -289,8 +289,12 @@ class GuardApp:
 
     async def record(
         self, rid: str, verdict: Verdict, prompt: str, response: str, endpoint: str, model: Any, stream: bool
-    ) -> None:
-        """Count the decision and wait until the audit log has committed it."""
+    ) -> bool:
+        """Count the decision and wait until the audit log has committed it; False if it failed open.
+
+        A write that fails withholds the answer (503, fail closed) unless `audit_fail_open` is set: then the
+        answer is released, the failure is logged with the verdict and counted, and the answer says so.
+        """
         self._count(verdict)
         try:
             await self.audit.arecord(
@@ -298,7 +302,22 @@ class GuardApp:
             )
         except Exception as error:
             self.audit_failed(rid, error)
-            raise
+            if not self.config.audit_fail_open:
+                raise HTTPError(
+                    503,
+                    f"audit log unavailable ({self.audit.describe()}): the decision could not be recorded, so "
+                    "the answer is withheld",
+                    "audit_error",
+                ) from None
+            log.warning(
+                "AUDIT FAIL-OPEN: %s released without an audit record (action=%s, score=%s, category=%s)",
+                rid,
+                verdict.action,
+                verdict.score,
+                verdict.category,
+            )
+            return False
+        return True
 
     def record_nowait(
         self, rid: str, verdict: Verdict, prompt: str, response: str, endpoint: str, model: Any, stream: bool
@@ -325,11 +344,19 @@ class GuardApp:
         return HTTPError(error.status, error.message, "upstream_error")
 
 
-def verdict_extra(rid: str, verdict: Verdict, dropped: Dropped) -> dict[str, Any]:
-    """The `seawall` object of an answer the guard changed: the verdict when not allow, and the fields dropped."""
-    if verdict.action == "allow" and not dropped:
+def verdict_extra(rid: str, verdict: Verdict, dropped: Dropped, audited: bool = True) -> dict[str, Any]:
+    """The `seawall` object of an answer the guard changed: the verdict when not allow, and the fields dropped.
+
+    An answer released without its audit record (`audit_fail_open`) always carries it, with `audited: false`.
+    """
+    if verdict.action == "allow" and not dropped and audited:
         return {}
-    return {"seawall": {"request_id": rid, **verdict.to_dict(), "dropped": list(dropped)}}
+    extra = {"request_id": rid, **verdict.to_dict(), "dropped": list(dropped)}
+    return {"seawall": extra if audited else {**extra, "audited": False}}
+
+
+# Header of an answer released although its decision could not be written (audit_fail_open).
+UNAUDITED = {"x-seawall-audit": "unrecorded"}
 
 
 def create_app(
@@ -359,6 +386,7 @@ def create_app(
             "detector_id": guard.detector_id,
             "detector_version": guard.detector_version,
             "in_flight": state.in_flight,
+            "audit": audit.describe(),
         }
 
     @app.get("/metrics")
@@ -416,11 +444,11 @@ def create_app(
             raise state.upstream_failed(UpstreamError(502, "invalid", str(error))) from None
         prompt, text = _prompt_of(path, body), joined(answer.texts)
         verdict = most_severe(await guard.acheck_batch([(prompt, t) for t in checked_texts(answer.texts)]))
-        await state.record(rid, verdict, prompt, text, path, body.get("model"), stream=False)
+        audited = await state.record(rid, verdict, prompt, text, path, body.get("model"), stream=False)
         state.count_dropped(answer.dropped)
-        headers = {**headers, "x-seawall-action": verdict.action}
+        headers = {**headers, "x-seawall-action": verdict.action, **({} if audited else UNAUDITED)}
         out = answer.blocked(guard.policy.refusal) if verdict.action == "block" else answer.released()
-        return JSONResponse({**out, **verdict_extra(rid, verdict, answer.dropped)}, headers=headers)
+        return JSONResponse({**out, **verdict_extra(rid, verdict, answer.dropped, audited)}, headers=headers)
 
     async def stream_response(rid: str, path: str, body: dict[str, Any], headers: dict[str, str]) -> Response:
         try:
@@ -442,11 +470,19 @@ def create_app(
             finish = "stop"
             recorded = False
 
-            async def record(verdict: Verdict) -> None:
+            async def record(verdict: Verdict) -> bool:
                 nonlocal recorded
                 recorded = True
-                await state.record(rid, verdict, prompt, sg.text, path, body.get("model"), stream=True)
+                audited = await state.record(
+                    rid, verdict, prompt, sg.text, path, body.get("model"), stream=True
+                )
                 state.count_dropped(dropped)
+                return audited
+
+            def error_event(failure: HTTPError) -> bytes:
+                return _sse(
+                    {"error": {"message": failure.message, "type": failure.kind, "code": failure.status}}
+                )
 
             def chunk(pieces: list, finish_reason: str | None = None, **extra: Any) -> bytes:
                 return _sse({**envelope, "choices": [fields.choice(pieces, finish_reason)], **extra})
@@ -481,22 +517,27 @@ def create_app(
                 except UpstreamError as error:
                     # Part of the response may already be with the client: this is a decision, so audit it.
                     failure = state.upstream_failed(error)
-                    await record(sg.interrupted("upstream_error", failure.message))
-                    yield _sse(
-                        {"error": {"message": failure.message, "type": failure.kind, "code": failure.status}}
-                    )
+                    with contextlib.suppress(HTTPError):  # an audit failure is logged and counted already
+                        await record(sg.interrupted("upstream_error", failure.message))
+                    yield error_event(failure)
                     yield b"data: [DONE]\n\n"
                     return
+                final: list = []
                 if not sg.blocked:
                     out = await sg.afinish()
-                    if sg.blocked:
-                        yield chunk(refusal)
-                    elif out:
-                        yield chunk(out)
+                    final = refusal if sg.blocked else out
                 verdict = sg.verdict
                 assert verdict is not None
-                await record(verdict)
-                extra = verdict_extra(rid, verdict, dropped)
+                try:
+                    # The held-back tail is released only once the decision is committed (or failed open).
+                    audited = await record(verdict)
+                except HTTPError as failure:
+                    yield error_event(failure)
+                    yield b"data: [DONE]\n\n"
+                    return
+                if final:
+                    yield chunk(final)
+                extra = verdict_extra(rid, verdict, dropped, audited)
                 if usage is not None:
                     extra["usage"] = usage
                 yield chunk([], "content_filter" if sg.blocked else finish, **extra)
@@ -549,14 +590,17 @@ def create_app(
         try:
             pairs = [(p.prompt, p.response) for p in parsed.pairs]
             verdicts = await state.classify_guard.acheck_batch(pairs)
-            await asyncio.gather(
+            audited = await asyncio.gather(
                 *(
                     state.record(f"{rid}:{i}", verdict, prompt, response, "/classify", None, stream=False)
                     for i, ((prompt, response), verdict) in enumerate(zip(pairs, verdicts, strict=True))
                 )
             )
+        except HTTPError as error:
+            return error.response(headers)
         finally:
             state.in_flight -= 1
+        headers = {**headers, **({} if all(audited) else UNAUDITED)}
         return JSONResponse({"request_id": rid, "results": [v.to_dict() for v in verdicts]}, headers=headers)
 
     @app.post("/v1/moderations", openapi_extra=openapi_body(ModerationRequest))
@@ -582,14 +626,17 @@ def create_app(
         try:
             pairs = [("", text) for text in texts]
             verdicts = await state.classify_guard.acheck_batch(pairs)
-            await asyncio.gather(
+            audited = await asyncio.gather(
                 *(
                     state.record(f"{rid}:{i}", verdict, "", text, "/moderations", parsed.model, stream=False)
                     for i, (text, verdict) in enumerate(zip(texts, verdicts, strict=True))
                 )
             )
+        except HTTPError as error:
+            return error.response(headers)
         finally:
             state.in_flight -= 1
+        headers = {**headers, **({} if all(audited) else UNAUDITED)}
         body = {
             "id": rid,
             "model": state.guard.detector_id,
@@ -657,5 +704,11 @@ def build_app(config: ServerConfig) -> FastAPI:
         upstream_api_key(config)
     guard = Guard(resolve_detector(config.detector), config.policy)
     upstream = make_upstream(config)
-    audit = AuditLog(config.audit_path(), config.audit_store_text, config.audit_synchronous)
+    audit = open_audit_log(
+        config.audit_target(),
+        config.audit_store_text,
+        config.audit_synchronous,
+        pool_size=config.audit_pool_size,
+        timeout_s=config.audit_timeout_s,
+    )
     return create_app(config, guard, upstream, audit, keys)
