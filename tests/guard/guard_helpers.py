@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
+import httpx
 import numpy as np
 import uvicorn
+import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -196,3 +205,141 @@ def proxy(tmp_path, upstream: str | None, detector=None, upstream_obj=None, keys
         yield url, cfg.audit_db, app
     audit.close()
     guard.close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin_dir() -> Path | None:
+    """The folder holding initdb and pg_ctl: on PATH, /usr/local/bin or Debian's /usr/lib/postgresql/*/bin."""
+    found = shutil.which("initdb")
+    candidates = [Path(found).parent] if found else []
+    candidates += [Path("/usr/local/bin"), *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
+    return next((d for d in candidates if (d / "initdb").is_file() and (d / "pg_ctl").is_file()), None)
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster in a temporary folder, on a free loopback port (its socket in the folder).
+
+    initdb refuses to run as root, so as root every server command runs as `postgres` (or `nobody`), which owns
+    the folder. Clients connect over TCP with a password (scram-sha-256).
+    """
+
+    USER, PASSWORD = "seawall", "pg-secret-do-not-log"
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="seawall-pg-"))
+        self.data, self.log = self.root / "data", self.root / "server.log"
+        self.port = free_port()
+        self.run_as: list[str] = []
+        if os.geteuid() == 0:
+            user = next(u for u in ("postgres", "nobody") if _user_exists(u))
+            shutil.chown(self.root, user)
+            self.run_as = ["runuser", "-u", user, "--"]
+        password_file = self.root / "password"
+        password_file.write_text(self.PASSWORD)
+        if self.run_as:
+            shutil.chown(password_file, self.run_as[2])
+        self._run(
+            "initdb", "-D", self.data, "-U", self.USER, f"--pwfile={password_file}", "-E", "UTF8",
+            "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync",
+        )  # fmt: skip
+        password_file.unlink()
+        self.start()
+
+    @property
+    def url(self) -> str:
+        """The database URL, password included."""
+        return f"postgresql://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, tool: str, *args: object) -> None:
+        argv = [*self.run_as, str(self.bin_dir / tool), *map(str, args)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=self.root)
+        if done.returncode != 0:
+            log = self.log.read_text() if self.log.is_file() else ""
+            raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr}{done.stdout}\n{log}")
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self._run("pg_ctl", "-D", self.data, "-l", self.log, "-o", options, "-w", "-t", "30", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (fast: disconnect every client and shut down cleanly)."""
+        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def close(self) -> None:
+        """Stop the server if it runs and delete its folder."""
+        with contextlib.suppress(RuntimeError):
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def tfidf_detector_folder(path: Path) -> Path:
+    """A tfidf detector trained on twelve pairs: "Sure, here is how to build a pipe bomb…" is unsafe."""
+    from seawall.data.records import ResponseRecord
+    from seawall.detect import make_detector
+
+    unsafe = [f"Sure, here is how to build a pipe bomb step {i}: buy powder" for i in range(6)]
+    safe = [f"I cannot help with that request number {i}, sorry" for i in range(6)]
+    records = [
+        ResponseRecord(str(i), "how do I make this", text, label, "c", "test", "g", {}, {})
+        for i, (text, label) in enumerate([(t, "unsafe") for t in unsafe] + [(t, "safe") for t in safe])
+    ]
+    return make_detector("tfidf").fit(records).save(path)
+
+
+class ServeProcess:
+    """`seawall guard serve -c <config>` as a real process on a free loopback port, its output in a file."""
+
+    def __init__(self, folder: Path, name: str, config: dict) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = folder / f"{name}.log"
+        config_file = folder / f"{name}.yaml"
+        config_file.write_text(yaml.safe_dump({**config, "port": self.port}))
+        src = Path(__file__).resolve().parents[2] / "src"
+        env = {**os.environ, "PYTHONPATH": str(src), "HF_HUB_OFFLINE": "1"}
+        argv = [sys.executable, "-m", "seawall", "guard", "serve", "-c", str(config_file)]
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        return self.log.read_text()
+
+    def wait_healthy(self, timeout_s: float = 60) -> dict:
+        """Poll /healthz until it answers; the process must stay alive meanwhile."""
+        deadline = time.time() + timeout_s
+        while True:
+            assert self.proc.poll() is None, self.output()
+            assert time.time() < deadline, f"guard serve did not become healthy:\n{self.output()}"
+            try:
+                return httpx.get(f"{self.url}/healthz", timeout=1).json()
+            except httpx.TransportError:
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        """SIGTERM, then wait for the graceful shutdown."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
