@@ -690,3 +690,19 @@ def test_fuzzed_moderations(running):
         check_fuzzed(url, db, "/v1/moderations", case.body, lambda response: len(response.json()["results"]))
 
     run()
+
+
+def test_a_streamed_chunk_whose_choices_is_not_a_list_is_dropped_not_fatal(running):
+    # Found by CI's property test: `"choices": true` in a chunk crashed the proxy's stream loop mid-answer.
+    url, _, _ = running
+    chunks = stream_chunks({"content": "Bread needs flour, water and time."})
+    chunks.insert(
+        2, {"id": "up-1", "object": "chat.completion.chunk", "created": 1, "model": "up", "choices": True}
+    )
+    streamed = httpx.post(
+        f"{url}/v1/chat/completions", json=ask(stream=True, x_upstream={"chunks": chunks}), timeout=10
+    )
+    events = sse(streamed)
+    assert streamed.status_code == 200 and events[-1]["seawall"]["action"] == "allow"
+    assert streamed_message(events)[0]["content"] == "Bread needs flour, water and time."
+    assert "choices" in events[-1]["seawall"]["dropped"]

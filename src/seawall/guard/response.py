@@ -173,6 +173,15 @@ class InvalidAnswer(ValueError):
     """The upstream's answer has no choice the proxy can read."""
 
 
+def chunk_choices(chunk: dict[str, Any], dropped: Dropped) -> list[Any]:
+    """A streamed chunk's `choices` when it is a list; anything else is dropped and reported, never iterated."""
+    choices = chunk.get("choices")
+    if choices is None or isinstance(choices, list):
+        return choices or []
+    dropped.add("choices")
+    return []
+
+
 def read_answer(path: str, obj: Any) -> Answer:
     """Read a non-streamed chat or text completion answer through the allow-list."""
     dropped = Dropped()

@@ -30,6 +30,7 @@ from seawall.guard.response import (
     Dropped,
     InvalidAnswer,
     checked_texts,
+    chunk_choices,
     envelope_of,
     finish_reason_of,
     joined,
@@ -498,7 +499,7 @@ def create_app(
                         if item.get("usage") is not None:
                             usage = usage_of(item["usage"], dropped)
                         pieces = []
-                        for choice in item.get("choices") or []:
+                        for choice in chunk_choices(item, dropped):
                             index = choice.get("index", 0) if isinstance(choice, dict) else None
                             if index != 0:
                                 # One choice is asked for (n=1); any other is dropped, never sent unchecked.
