@@ -16,6 +16,7 @@ busy at the start. Prints a table and writes bench/results/detect_scale.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -28,7 +29,7 @@ import pyarrow.parquet as pq
 
 from seawall.detect.batch import DetectorSpec, predict_file
 from seawall.detect.bench import load_average, warn_if_busy
-from seawall.io import atomic_write_json
+from seawall.io import atomic_write_json, atomic_write_text
 
 OUT = Path(__file__).resolve().parent / "results" / "detect_scale.json"
 
@@ -73,7 +74,18 @@ def main() -> None:
     )
     parser.add_argument("--data-dir")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        metavar="PAGE",
+        help="write the table of --out's JSON into PAGE (docs/scale.md) and exit",
+    )
     args = parser.parse_args()
+    if args.doc:
+        result = json.loads(args.out.read_text())
+        atomic_write_text(args.doc, with_results(args.doc.read_text(), result))
+        print(f"wrote {args.doc} from {args.out}")
+        return
     workers = [int(w) for w in args.workers.split(",")]
 
     load_before = load_average()
@@ -149,29 +161,45 @@ def main() -> None:
         "ray": {"init_seconds": round(init_s, 3), "runs": runs},
     }
     atomic_write_json(args.out, result)
-    print_table(result)
+    print(markdown_table(result))
     print(f"wrote {args.out}")
 
 
-def print_table(result: dict) -> None:
-    """The engines side by side, as Markdown."""
-    print(
-        f"{result['rows']} rows, batch {result['batch_size']}, {result['detector']['backend']} detector, "
-        f"load {result['load_before']} → {result['load_after']}"
-    )
-    print("| engine | rows/s | seconds | rows/s after start-up | max |Δp| vs local |")
-    print("|---|---|---|---|---|")
+def markdown_table(result: dict) -> str:
+    """The engines side by side, as Markdown (printed by the bench and written into docs/scale.md)."""
     local = result["local"]
-    print(f"| local | {local['rows_per_s']} | {local['seconds']} | – | – |")
+    lines = [
+        f"{result['rows']} rows, batch {result['batch_size']}, {result['detector']['backend']} detector, "
+        f"{result['machine']['cpus']} CPUs, load average {result['load_before']} before → {result['load_after']} "
+        f"after{' (busy: timings are upper bounds)' if result.get('busy') else ''}:",
+        "",
+        "| engine | rows/s | seconds | rows/s after start-up | max abs Δp vs local |",
+        "|---|---|---|---|---|",
+        f"| local | {local['rows_per_s']} | {local['seconds']} | – | – |",
+    ]
     for run in result["ray"]["runs"]:
-        print(
+        lines.append(
             f"| ray, {run['workers']} workers | {run['rows_per_s']} | {run['seconds']} | "
             f"{run['rows_per_s_after_startup'] or '–'} | {run['max_abs_diff_vs_local']:.1e} |"
         )
-    print(
+    lines += [
+        "",
         f"Ray start-up: {result['ray']['init_seconds']} s; a run of one batch per worker: "
-        + ", ".join(f"{r['startup_seconds']} s ({r['workers']} workers)" for r in result["ray"]["runs"])
-    )
+        + ", ".join(f"{r['startup_seconds']} s ({r['workers']} workers)" for r in result["ray"]["runs"]),
+    ]
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- detect_scale:begin -->", "<!-- detect_scale:end -->"
+
+
+def with_results(doc: str, result: dict) -> str:
+    """`doc` with the block between the detect_scale markers replaced by the table of `result`."""
+    if BEGIN not in doc or END not in doc:
+        raise SystemExit(f"the page has no {BEGIN} … {END} block to fill")
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{markdown_table(result)}\n{END}{tail}"
 
 
 if __name__ == "__main__":
