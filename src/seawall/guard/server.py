@@ -571,29 +571,25 @@ def create_app(
         """OpenAI text completions, checked by the guard (stream true/false)."""
         return await guarded(request, COMPLETIONS, CompletionRequest)
 
-    @app.post("/v1/classify", openapi_extra=openapi_body(ClassifyRequest))
-    async def classify(request: Request) -> Response:
-        """Score a batch of (prompt, response) pairs; every verdict is audited."""
-        rid = f"req-{uuid.uuid4().hex}"
+    async def scored_batch(
+        request: Request, rid: str, endpoint: str, parse: Any
+    ) -> tuple[list[Verdict], dict[str, str]] | Response:
+        """Auth, parsing (`parse(raw)` → (pairs, model, param)), size caps and admission, then one detector batch
+        with one audit row per pair; the verdicts and response headers, or the error response."""
         headers = {"x-request-id": rid}
         try:
             state.authorize(request)
-            raw = await state.read_json(request)
-            try:
-                parsed = ClassifyRequest.model_validate(raw)
-            except ValidationError as error:
-                raise _field_error(error) from None
-            _limit_batch([p.prompt + p.response for p in parsed.pairs], config, "pairs")
+            pairs, model, param = parse(await state.read_json(request))
+            _limit_batch([prompt + response for prompt, response in pairs], config, param)
             state.admit()
         except HTTPError as error:
             extra = {"Retry-After": "1"} if error.status == 429 else {}
             return error.response({**headers, **extra})
         try:
-            pairs = [(p.prompt, p.response) for p in parsed.pairs]
             verdicts = await state.classify_guard.acheck_batch(pairs)
             audited = await asyncio.gather(
                 *(
-                    state.record(f"{rid}:{i}", verdict, prompt, response, "/classify", None, stream=False)
+                    state.record(f"{rid}:{i}", verdict, prompt, response, endpoint, model, stream=False)
                     for i, ((prompt, response), verdict) in enumerate(zip(pairs, verdicts, strict=True))
                 )
             )
@@ -601,43 +597,43 @@ def create_app(
             return error.response(headers)
         finally:
             state.in_flight -= 1
-        headers = {**headers, **({} if all(audited) else UNAUDITED)}
+        return verdicts, {**headers, **({} if all(audited) else UNAUDITED)}
+
+    def classify_pairs(raw: Any) -> tuple[list[tuple[str, str]], None, str]:
+        try:
+            parsed = ClassifyRequest.model_validate(raw)
+        except ValidationError as error:
+            raise _field_error(error) from None
+        return [(p.prompt, p.response) for p in parsed.pairs], None, "pairs"
+
+    def moderation_pairs(raw: Any) -> tuple[list[tuple[str, str]], str | None, str]:
+        try:
+            parsed = ModerationRequest.model_validate(raw)
+            texts = input_texts(parsed)
+        except ValidationError as error:
+            raise _field_error(error) from None
+        except InputError as error:
+            raise HTTPError(400, f"invalid request: {error}", param="input") from None
+        return [("", text) for text in texts], parsed.model, "input"
+
+    @app.post("/v1/classify", openapi_extra=openapi_body(ClassifyRequest))
+    async def classify(request: Request) -> Response:
+        """Score a batch of (prompt, response) pairs; every verdict is audited."""
+        rid = f"req-{uuid.uuid4().hex}"
+        scored = await scored_batch(request, rid, "/classify", classify_pairs)
+        if isinstance(scored, Response):
+            return scored
+        verdicts, headers = scored
         return JSONResponse({"request_id": rid, "results": [v.to_dict() for v in verdicts]}, headers=headers)
 
     @app.post("/v1/moderations", openapi_extra=openapi_body(ModerationRequest))
     async def moderations(request: Request) -> Response:
         """OpenAI's moderation API: each input text scored as a response to an empty prompt; one audit row each."""
         rid = f"modr-{uuid.uuid4().hex}"
-        headers = {"x-request-id": rid}
-        try:
-            state.authorize(request)
-            raw = await state.read_json(request)
-            try:
-                parsed = ModerationRequest.model_validate(raw)
-                texts = input_texts(parsed)
-            except ValidationError as error:
-                raise _field_error(error) from None
-            except InputError as error:
-                raise HTTPError(400, f"invalid request: {error}", param="input") from None
-            _limit_batch(texts, config, "input")
-            state.admit()
-        except HTTPError as error:
-            extra = {"Retry-After": "1"} if error.status == 429 else {}
-            return error.response({**headers, **extra})
-        try:
-            pairs = [("", text) for text in texts]
-            verdicts = await state.classify_guard.acheck_batch(pairs)
-            audited = await asyncio.gather(
-                *(
-                    state.record(f"{rid}:{i}", verdict, "", text, "/moderations", parsed.model, stream=False)
-                    for i, (text, verdict) in enumerate(zip(texts, verdicts, strict=True))
-                )
-            )
-        except HTTPError as error:
-            return error.response(headers)
-        finally:
-            state.in_flight -= 1
-        headers = {**headers, **({} if all(audited) else UNAUDITED)}
+        scored = await scored_batch(request, rid, "/moderations", moderation_pairs)
+        if isinstance(scored, Response):
+            return scored
+        verdicts, headers = scored
         body = {
             "id": rid,
             "model": state.guard.detector_id,
