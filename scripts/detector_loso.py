@@ -171,7 +171,14 @@ def render_page(results_dirs: list[str | Path]) -> str:
         "",
     ]
     for folder in results_dirs:
-        parts += [f"## `{folder}`", "", render_loso(folder)]
+        files = ", ".join(f"`{path.name}`" for path in sorted(Path(folder).glob("*.json")))
+        parts += [
+            f"## `{folder}`",
+            "",
+            f"From the committed JSON in `{folder}/`: {files}.",
+            "",
+            render_loso(folder),
+        ]
     return "\n".join(parts)
 
 
