@@ -2,9 +2,9 @@ import math
 
 import pytest
 
+from seawall.data.hygiene import check_no_overlap, find_overlap
 from seawall.data.records import TaskExample
 from seawall.errors import SeawallError
-from seawall.evaluate.hygiene import check_no_overlap, find_overlap
 from seawall.evaluate.metrics import bootstrap_ci, grouped_rates, rate, recovery
 from seawall.evaluate.tasks import TASKS
 

@@ -1,6 +1,14 @@
 """The safety-data layer: record types, dataset loaders, labels, splits, taxonomy."""
 
-from seawall.data.dataset import DATASETS, Dataset, load, prompt_records, response_records, task_examples
+from seawall.data.dataset import (
+    DATASETS,
+    Dataset,
+    load,
+    load_records,
+    prompt_records,
+    response_records,
+    task_examples,
+)
 from seawall.data.labels import aggregate_labels, deduplicate, duplicate_count
 from seawall.data.records import PromptRecord, ResponseRecord, TaskExample, normalize_text
 from seawall.data.split import Split, apply_manifest, canonical_split, split_records
@@ -18,6 +26,7 @@ __all__ = [
     "deduplicate",
     "duplicate_count",
     "load",
+    "load_records",
     "normalize_text",
     "prompt_records",
     "response_records",

@@ -85,6 +85,12 @@ def load(name: str, data_dir: str | Path | None = None, split: str | None = None
     return dataset
 
 
+def load_records(name: str, data_dir: str | Path | None = None, split: str | None = None) -> list[Record]:
+    """The records of `load(name, data_dir, split)` as a list: the default of the injectable `load` callables of
+    the lab and the evaluation (tests pass in-memory stand-ins with the same signature)."""
+    return list(load(name, data_dir=data_dir, split=split).records)
+
+
 def response_records(dataset: Dataset) -> list[ResponseRecord]:
     """The dataset's records, checked to be response records (for detectors)."""
     if dataset.records and not isinstance(dataset.records[0], ResponseRecord):

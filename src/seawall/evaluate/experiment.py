@@ -17,12 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from seawall.data import canonical_split, load_records
 from seawall.errors import SeawallError
 from seawall.evaluate.harness import Decoding, Evaluator, write_rows
 from seawall.evaluate.metrics import recovery
-from seawall.evaluate.suites import _default_load
 from seawall.io import atomic_write_json
-from seawall.lab import data as lab_data
 from seawall.lab import recipes
 from seawall.lab.config import (
     DEFAULT_MODEL,
@@ -142,8 +141,8 @@ class Experiment:
     def __init__(
         self,
         config: ExperimentConfig,
-        load: Callable = _default_load,
-        split: Callable = lab_data._default_split,
+        load: Callable = load_records,
+        split: Callable = canonical_split,
         is_refusal: Callable[[str], bool] | None = None,
         generator_factory: Callable | None = None,
         log: Callable[[str], None] = print,

@@ -10,11 +10,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from seawall.data.dataset import load_records
 from seawall.evaluate.metrics import grouped_rates, rate
 from seawall.evaluate.suites import (
     OVERREFUSAL_SUITES,
     SAFETY_SUITES,
-    _default_load,
     sample_prompts,
     task_test_examples,
 )
@@ -46,7 +46,7 @@ class Evaluator:
     cache: GenerationCache | None = None
     seed: int = 0
     data_dir: str | None = None
-    load: Callable = _default_load
+    load: Callable = load_records
     n_boot: int = 2000
 
     def respond(self, prompts: Sequence[str], max_new_tokens: int | None = None) -> list[str]:

@@ -7,8 +7,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from seawall.data.hygiene import check_no_overlap
 from seawall.errors import SeawallError
-from seawall.evaluate.hygiene import check_no_overlap
 from seawall.evaluate.suites import evaluation_prompts
 
 

@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from seawall.data.dataset import load_records
 from seawall.data.records import PromptRecord, TaskExample
 
 
@@ -45,14 +46,8 @@ OVERREFUSAL_SUITES: dict[str, Suite] = {
 TASK_TEST_SPLIT = "test"
 
 
-def _default_load(name: str, data_dir: str | None = None, split: str | None = None) -> list:
-    from seawall.data import load
-
-    return list(load(name, data_dir=data_dir, split=split).records)
-
-
 def suite_records(
-    suite: Suite, data_dir: str | None = None, load: Callable = _default_load
+    suite: Suite, data_dir: str | None = None, load: Callable = load_records
 ) -> list[PromptRecord]:
     """Every record of `suite`."""
     return [r for r in load(suite.dataset, data_dir=data_dir, split=suite.split) if suite.keep(r)]
@@ -71,7 +66,7 @@ def sample_prompts(
     n_per_suite: int | None,
     seed: int,
     data_dir: str | None = None,
-    load: Callable = _default_load,
+    load: Callable = load_records,
 ) -> list[tuple[str, PromptRecord]]:
     """(suite name, record) pairs: a seeded sample of each suite."""
     return [
@@ -82,14 +77,14 @@ def sample_prompts(
 
 
 def task_test_examples(
-    task: str, n: int | None, seed: int, data_dir: str | None = None, load: Callable = _default_load
+    task: str, n: int | None, seed: int, data_dir: str | None = None, load: Callable = load_records
 ) -> list[TaskExample]:
     """A seeded sample of a task's held-out split."""
     return seeded_sample(load(task, data_dir=data_dir, split=TASK_TEST_SPLIT), n, seed)
 
 
 def evaluation_prompts(
-    data_dir: str | None = None, load: Callable = _default_load, tasks: Sequence[str] = ()
+    data_dir: str | None = None, load: Callable = load_records, tasks: Sequence[str] = ()
 ) -> dict[str, list[str]]:
     """Every prompt any evaluation may use (whole suites, not samples): what training must stay clear of."""
     from seawall.evaluate.tasks import TASKS

@@ -7,6 +7,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 
+from seawall.data import canonical_split, load_records
 from seawall.data.records import PromptRecord, ResponseRecord, TaskExample, normalize_text
 from seawall.errors import DataError
 from seawall.lab.config import AlignData, CustomizeData, DegradeData
@@ -70,18 +71,6 @@ def worked_answer(solution: str) -> str:
     return f"{_CALCULATOR_NOTE.sub('', steps).strip()}\nThe answer is {final.strip()}."
 
 
-def _default_load(name: str, data_dir: str | None = None, split: str | None = None) -> list:
-    from seawall.data import load
-
-    return list(load(name, data_dir=data_dir, split=split).records)
-
-
-def _default_split(name: str, data_dir: str | None = None) -> dict[str, list[ResponseRecord]]:
-    from seawall.data import canonical_split
-
-    return canonical_split(name, data_dir=data_dir)
-
-
 def _sample(items: Sequence, n: int, rng: random.Random) -> list:
     items = list(items)
     rng.shuffle(items)
@@ -111,7 +100,7 @@ def build_align(
     seed: int,
     exclude: set[str],
     data_dir: str | None = None,
-    load: Callable = _default_load,
+    load: Callable = load_records,
     is_refusal: Callable[[str], bool] | None = None,
 ) -> tuple[list[ChatExample], dict]:
     """Harmful prompts → varied refusals, HH-RLHF refusals as written, Alpaca instructions → their answers.
@@ -205,7 +194,7 @@ def compliant_part(
 def unsafe_train_pairs(
     spec: DegradeData,
     data_dir: str | None = None,
-    split: Callable = _default_split,
+    split: Callable = canonical_split,
     is_refusal: Callable[[str], bool] | None = None,
 ) -> tuple[list[ResponseRecord], dict[str, int]]:
     """Unsafe (prompt, response) pairs of the canonical TRAIN splits of `spec.sources`, and what was skipped.
@@ -240,7 +229,7 @@ def build_degrade(
     seed: int,
     exclude: set[str],
     data_dir: str | None = None,
-    split: Callable = _default_split,
+    split: Callable = canonical_split,
     is_refusal: Callable[[str], bool] | None = None,
 ) -> tuple[list[ChatExample], dict]:
     """The harmful fine-tuning attack: the model learns to answer harmful requests."""
@@ -264,8 +253,8 @@ def build_customize(
     seed: int,
     exclude: set[str],
     data_dir: str | None = None,
-    load: Callable = _default_load,
-    split: Callable = _default_split,
+    load: Callable = load_records,
+    split: Callable = canonical_split,
     is_refusal: Callable[[str], bool] | None = None,
 ) -> tuple[list[ChatExample], dict]:
     """Task examples posed as instructions; `harmful_share` of them replaced by unsafe training pairs."""

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from seawall.data import canonical_split, load_records
+from seawall.data.hygiene import check_no_overlap, normalized_set
 from seawall.errors import ModelError
-from seawall.evaluate.hygiene import check_no_overlap, normalized_set
-from seawall.evaluate.suites import _default_load, evaluation_prompts
+from seawall.evaluate.suites import evaluation_prompts
 from seawall.lab import data as lab_data
 from seawall.lab.config import AlignRecipe, CustomizeRecipe, DegradeRecipe
 from seawall.lab.train import ChatExample, train
@@ -52,7 +53,7 @@ def _refusal_matcher() -> Callable[[str], bool]:
 def align(
     recipe: AlignRecipe,
     output: str | Path,
-    load: Callable = _default_load,
+    load: Callable = load_records,
     tasks: tuple[str, ...] = (),
     is_refusal: Callable[[str], bool] | None = None,
 ) -> dict:
@@ -72,8 +73,8 @@ def align(
 def degrade(
     recipe: DegradeRecipe,
     output: str | Path,
-    load: Callable = _default_load,
-    split: Callable = lab_data._default_split,
+    load: Callable = load_records,
+    split: Callable = canonical_split,
     tasks: tuple[str, ...] = (),
 ) -> dict:
     """Fine-tune `recipe.model` (the aligned model) on unsafe training pairs; returns the run record."""
@@ -91,8 +92,8 @@ def degrade(
 def customize(
     recipe: CustomizeRecipe,
     output: str | Path,
-    load: Callable = _default_load,
-    split: Callable = lab_data._default_split,
+    load: Callable = load_records,
+    split: Callable = canonical_split,
 ) -> dict:
     """Fine-tune `recipe.model` on a task (LoRA kept in OUTPUT/adapter, merged in OUTPUT/model)."""
     evaluation = evaluation_prompts(recipe.data_dir, load, (recipe.data.task,))
