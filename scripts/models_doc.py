@@ -124,6 +124,8 @@ def packaged_table(models: dict) -> str:
         wheels = ", ".join(f"`{p.package}`" for p in spec.parts) + f" (version {', '.join(versions)})"
         if spec.format == "hf-folder":
             pinned = ", ".join(spec.sha256)
+        elif spec.format == "split-zip":
+            pinned = f"the assembled {spec.archive.name}; from it " + ", ".join(spec.sha256)
         else:
             pinned = "the GGUF file" if len(spec.parts) == 1 else "the assembled GGUF file"
         chat = "yes" if spec.chat_template else "no"

