@@ -10,6 +10,7 @@ log-probs on them, and the hidden states entering the lowest selected layer for 
 changes with α). Each pass then runs only the selected layers and computes logits only at the positions that enter
 the loss. α is fitted full-batch by L-BFGS (strong-Wolfe line search) through α = α_max·sigmoid(θ), so it stays in
 [0, α_max]; projected Adam on fixed chunks is the alternative (`optimizer: adam`). The best α evaluated is kept.
+`precision: bfloat16` runs the fit on bf16 weights of T (α and the losses in float32); float32 is the default.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from seawall.gene.modeling import (
 )
 from seawall.gene.shots import Shots, refusal_targets
 from seawall.models.checkpoint import fingerprint
+from seawall.models.precision import resolve_precision, torch_dtype
 
 
 def _group_sort_key(key: str) -> tuple[int, str]:
@@ -349,9 +351,27 @@ class CalibrationResult:
     first_layer: int | None = None
     layers: list[int] | None = None
     per_module_type: bool = False
+    precision: str = "float32"  # what the fit ran in (calibrate.precision resolved on this CPU)
     record: dict[str, Any] = field(
         default_factory=dict
     )  # settings, curves, target and shots: the manifest entry
+
+
+def at_precision(model: torch.nn.Module, precision: str, copy: bool = False) -> torch.nn.Module:
+    """The model with its weights in `precision` (resolved); a copy when `copy` (a caller's in-memory model).
+
+    bf16 *weights* rather than autocast over fp32 weights: autocast re-casts every W + α·τ to bf16 on each pass and
+    keeps the gradient of W' in fp32, and measured slower (docs/gene.md) for the same agreement with fp32, since the
+    matrix products see the same bf16-rounded weights either way. α itself stays a float32 tensor.
+    """
+    dtype = torch_dtype(precision)
+    if next(model.parameters()).dtype == dtype:
+        return model
+    if copy:
+        import copy as copying
+
+        model = copying.deepcopy(model)
+    return model.to(dtype)
 
 
 def selected_modules(adapter: SafetyAdapter, layers: list[int] | None = None) -> list[str]:
@@ -546,8 +566,12 @@ def calibrate(
     if layers is None:
         layers = adapter.manifest.selected_layers
     modules = selected_modules(adapter, layers)
-    forward = DeltaForward(model, adapter, modules, config.per_module_type)
+    precision = resolve_precision(config.precision, "calibrate.precision")
+    # The targets (T's answers, A's refusals) come from the float32 models whatever the precision, so bf16 only
+    # changes the arithmetic of the objective, never what it is fitted to.
     data = prepare_data(model, tokenizer, shots, config, aligned)
+    model = at_precision(model, precision, copy=isinstance(target, torch.nn.Module))
+    forward = DeltaForward(model, adapter, modules, config.per_module_type)
     objective = CalibrationObjective(forward, data, config)
     check_cache(objective, torch.full((len(forward.groups),), config.alpha_init))
     prepare_seconds = time.perf_counter() - loaded
@@ -556,8 +580,10 @@ def calibrate(
     result.seconds = time.perf_counter() - started
     result.layers = None if layers is None else list(layers)
     result.per_module_type = config.per_module_type
+    result.precision = precision
     result.record = {
         **config.model_dump(mode="json"),
+        "precision_used": precision,
         "target": str(target) if not isinstance(target, torch.nn.Module) else "<in-memory model>",
         "target_fingerprint": _target_digest(target),
         "layers": result.layers,

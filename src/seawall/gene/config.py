@@ -126,6 +126,13 @@ class CalibrateConfig(_Frozen):
     )
     max_length: int = Field(160, ge=8)
     seed: int = 0
+    # float32 by default: in bf16, W + α·τ is rounded to 8 significant bits, so small changes of α can vanish and
+    # L-BFGS's line search now and then stalls away from the fp32 optimum (docs/gene.md, measured).
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "float32",
+        description="weights of T during the fit (seawall.models.precision; auto = bfloat16 on CPUs with bf16 "
+        "matrix units): α, the losses and the targets (T's answers, A's refusals, made in float32) stay float32",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CalibrateConfig:
