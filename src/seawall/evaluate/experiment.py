@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,6 +81,11 @@ class EvalSettings(BaseModel):
         None, description="saved SecureBreak detector folder (judge); None = refusal only"
     )
     n_boot: int = 2000
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="weights of the generating model (transformers backend; seawall.models.precision): auto = "
+        "bfloat16 on CPUs with bf16 matrix units, float32 elsewhere; the dtype used is recorded per model",
+    )
 
 
 class ExperimentConfig(BaseModel):
@@ -240,12 +245,16 @@ class Experiment:
         measured again, never reported with the old model's numbers.
         """
         from seawall.generation.cache import model_fingerprint
+        from seawall.models.precision import resolve_precision
 
         out = self.root / "evals" / label
         settings = self.config.eval
-        fingerprint = model_fingerprint(model_dir)
+        dtype = resolve_precision(settings.dtype, "eval.dtype")
+        fingerprint = model_fingerprint(model_dir, settings.dtype)
+        # The fingerprint already carries the dtype the generations run in (resolved, so `auto` and an explicit
+        # `bfloat16` share results on the same CPU); leaving the request out keeps earlier results valid.
         key = {
-            **settings.model_dump(mode="json"),
+            **settings.model_dump(mode="json", exclude={"dtype"}),
             "detector_id": _detector_id(settings.detector),
             "tasks": sorted(tasks),
             "model_fingerprint": fingerprint,
@@ -255,6 +264,7 @@ class Experiment:
             cached = json.loads((out / "result.json").read_text())
             # Generations are cached separately, so a changed or retrained judge only costs the judging.
             if cached.get("settings") == key:
+                cached.setdefault("dtype", dtype)  # written before the dtype was recorded: same fingerprint
                 return cached
             if cached.get("fingerprint") != fingerprint:
                 self.log(f"measure {label}: {model_dir} changed since it was measured, measuring again")
@@ -270,7 +280,7 @@ class Experiment:
             # Only load the model when the cache misses.
             if "fn" not in lazy:
                 factory = self.generator_factory or _default_generator
-                lazy["fn"] = factory(model_dir, settings.decoding, self.config.threads)
+                lazy["fn"] = factory(model_dir, settings.decoding, self.config.threads, settings.dtype)
             return lazy["fn"](conversations, decoding)
 
         evaluator = Evaluator(
@@ -291,6 +301,7 @@ class Experiment:
             "label": label,
             "model": str(model_dir),
             "fingerprint": evaluator.model_id,
+            "dtype": dtype,
             "safety": safety,
             "overrefusal": over,
             "utility": utility,
@@ -374,6 +385,7 @@ def _row(result: dict, **keys: Any) -> dict:
     for task, values in result["utility"].items():
         row[f"utility_{task}"] = values["accuracy"]["rate"]
     row["eval_wall_s"] = result["eval"]["wall_s"]
+    row["eval_dtype"] = result.get("dtype")
     row["eval_dir"] = result["label"]
     return row
 
@@ -388,10 +400,10 @@ def _detector_id(folder: str | None) -> str | None:
     return json.loads(path.read_text()).get("detector_id")
 
 
-def _default_generator(model_dir: Path, decoding: Decoding, threads: int) -> Callable:
+def _default_generator(model_dir: Path, decoding: Decoding, threads: int, dtype: str = "auto") -> Callable:
     from seawall.evaluate.generate import backend_generator
 
-    return backend_generator(model_dir, decoding, threads)
+    return backend_generator(model_dir, decoding, threads, dtype=dtype)
 
 
 def load_config(path: str | Path, **overrides: Any) -> ExperimentConfig:
