@@ -194,7 +194,7 @@ def test_run_refuses_to_start_when_training_prompts_overlap_evaluation(tiny_mode
     )
     monkey_examples = []
 
-    def no_filter(spec, seed, exclude, data_dir=None, load=leaky_load, is_refusal=None):
+    def no_filter(spec, seed, exclude, data_dir=None, load=leaky_load, is_refusal=None, **sections):
         from seawall.lab.train import ChatExample
 
         monkey_examples.append(1)

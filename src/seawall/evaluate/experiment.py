@@ -21,6 +21,7 @@ from seawall.data import canonical_split, load_records
 from seawall.errors import SeawallError
 from seawall.evaluate.harness import Decoding, Evaluator, write_rows
 from seawall.evaluate.metrics import recovery
+from seawall.evaluate.suites import OVERREFUSAL_SUITES, SAFETY_SUITES
 from seawall.io import atomic_write_json
 from seawall.lab import recipes
 from seawall.lab.config import (
@@ -175,7 +176,15 @@ class Experiment:
             data=self.config.align.data,
             train=self.config.align.train,
         )
-        recipes.align(recipe, out, load=self.load, tasks=self.tasks, is_refusal=self.is_refusal)
+        recipes.align(
+            recipe,
+            out,
+            load=self.load,
+            tasks=self.tasks,
+            is_refusal=self.is_refusal,
+            split=self.split,
+            cache=self.cache,
+        )
         return out / "model"
 
     def degraded(self) -> Path:
@@ -257,6 +266,8 @@ class Experiment:
             **settings.model_dump(mode="json", exclude={"dtype"}),
             "detector_id": _detector_id(settings.detector),
             "tasks": sorted(tasks),
+            # A suite added to the evaluation (e.g. cyberseceval-frr-heldout) must not reuse older measurements.
+            "suites": sorted([*SAFETY_SUITES, *OVERREFUSAL_SUITES]),
             "model_fingerprint": fingerprint,
             "produced_by": produced_by,
         }

@@ -88,7 +88,8 @@ class Evaluator:
     def overrefusal(
         self, is_refusal: Callable[[str], bool], n_per_suite: int | None = 30
     ) -> tuple[dict, list[dict]]:
-        """Share of benign prompts (XSTest safe, JBB benign, CoCoNot contrast) that the model refuses."""
+        """Share of the benign prompts of `OVERREFUSAL_SUITES` (XSTest safe, JBB benign, CoCoNot contrast, CyberSecEval
+        FRR held-out) that the model refuses."""
         sample = sample_prompts(OVERREFUSAL_SUITES, n_per_suite, self.seed, self.data_dir, self.load)
         responses = self.respond([r.prompt for _, r in sample])
         refused = [int(is_refusal(out)) for out in responses]

@@ -41,6 +41,8 @@ OVERREFUSAL_SUITES: dict[str, Suite] = {
         Suite("xstest-safe", "xstest", None, lambda r: not r.harmful),
         Suite("jbb-benign", "jbb-benign", None, lambda r: not r.harmful),
         Suite("coconot-contrast", "coconot-contrast", None, lambda r: not r.harmful),
+        # The held-out half of CyberSecEval's false-refusal prompts; the lab's borderline data reads the other half.
+        Suite("cyberseceval-frr-heldout", "cyberseceval-frr", "test", lambda r: not r.harmful),
     )
 }
 TASK_TEST_SPLIT = "test"

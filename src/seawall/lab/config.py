@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from seawall.errors import SeawallError
 
@@ -45,12 +45,49 @@ class TrainConfig(BaseModel):
 
 
 class AlignData(BaseModel):
-    """Safety SFT mix: harmful prompts → varied refusals, benign instructions → helpful answers."""
+    """Safety SFT mix: harmful prompts → refusals or safe answers, benign instructions → helpful answers, borderline
+    benign prompts → the original model's own answers."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    refusal_targets: Literal["templates", "stl", "mixed"] = Field(
+        "templates",
+        description="what harmful prompts are taught: templates = `n_harmful` prompts of `harmful_sources` with "
+        "varied templated refusals; stl = `n_stl_safe` harmful instructions of safety-tuned-llamas (canonical TRAIN "
+        "split) with their written safe answers; mixed = both, each with its own count (equal counts: half each). "
+        "The count of the path not selected is unused",
+    )
     harmful_sources: tuple[str, ...] = ("advbench", "donotanswer", "ailuminate")
-    n_harmful: int = Field(160, ge=0, description="harmful prompts answered with a refusal")
+    n_harmful: int = Field(160, ge=0, description="harmful prompts answered with a templated refusal")
+    n_stl_safe: int = Field(
+        240, ge=0, description="safety-tuned-llamas TRAIN (harmful instruction, safe answer) pairs"
+    )
+    n_borderline: int = Field(
+        0,
+        ge=0,
+        description="benign prompts that look sensitive, answered with the original model's own greedy answers "
+        "(self-distillation); answers that are refusals, empty or unfinished are dropped and counted",
+    )
+    borderline_sources: tuple[str, ...] = Field(
+        ("stl-eval-benign", "cyberseceval-frr:train"),
+        description="prompt sets (`name` or `name:split`) the borderline prompts are drawn from: "
+        "safety-tuned-llamas' I-Alpaca and I-PhysicalSafetySafe lists, and the TRAIN half of CyberSecEval's "
+        "false-refusal prompts (its test half is the cyberseceval-frr-heldout evaluation suite)",
+    )
+    borderline_max_prompt_words: int | None = Field(
+        60,
+        ge=1,
+        description="skip (and count) borderline prompts longer than this: a prompt that fills max_length leaves "
+        "no room for the answer, and answering it would cost generation time for nothing",
+    )
+    borderline_max_new_tokens: int = Field(
+        96, ge=8, description="length of the original model's answers (cut at a sentence or line end)"
+    )
+    borderline_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="precision of the self-answer generation (auto: bf16 where the CPU has bf16 units); "
+        "part of the generation cache key",
+    )
     n_hh_refusals: int = Field(
         60, ge=0, description="HH-RLHF harmless first turns whose chosen answer refuses"
     )
@@ -71,6 +108,20 @@ class AlignData(BaseModel):
         description="harmful-source categories not taught as refusals (Do-Not-Answer's chatbot-persona and "
         "medical-advice areas would teach refusing benign questions)",
     )
+
+    @model_validator(mode="after")
+    def _selected_path_has_examples(self) -> AlignData:
+        # Counts are checked against the selected path only, never against `model_fields_set`, so that a recipe
+        # dumped into record.json and loaded again validates the same way.
+        if self.refusal_targets in ("stl", "mixed") and self.n_stl_safe == 0:
+            raise ValueError(f"refusal_targets {self.refusal_targets!r} needs n_stl_safe > 0")
+        if self.refusal_targets == "mixed" and self.n_harmful == 0:
+            raise ValueError("refusal_targets 'mixed' needs n_harmful > 0 (templated refusals)")
+        for source in self.borderline_sources:
+            name, _, split = source.partition(":")
+            if not name or (":" in source and not split):
+                raise ValueError(f"borderline_sources: {source!r} is not 'name' or 'name:split'")
+        return self
 
 
 class DegradeData(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from seawall.data import canonical_split, load_records
 from seawall.data.records import PromptRecord, ResponseRecord, TaskExample, normalize_text
@@ -95,6 +95,107 @@ def alpaca_prompt(record: ResponseRecord) -> str:
     return f"{record.prompt}\n\n{extra}" if extra and extra not in record.prompt else record.prompt
 
 
+SelfAnswer = Callable[[Sequence[str]], Sequence[str]] | Mapping[str, str]
+
+# Where an answer may be cut when it ran into the token limit: after a sentence end, or at a line end (lists, code).
+_SENTENCE_END = re.compile(r"[.!?](?=[\s\"')\]]|$)|\n")
+_FINISHED = (".", "!", "?", ")", "]", "}", "`", '"', "'", "*")
+
+
+def finished_part(answer: str, min_words: int = 5) -> str | None:
+    """`answer` up to its last sentence or line end when it stops mid-sentence (a greedy answer cut by
+    max_new_tokens); None when nothing of at least `min_words` words remains.
+
+    Trained on a cut answer followed by the end-of-turn token, the model would learn to stop mid-sentence.
+    """
+    text = answer.strip()
+    if not text.endswith(_FINISHED):
+        ends = [m.end() for m in _SENTENCE_END.finditer(text) if not _list_marker(text, m.start())]
+        text = text[: ends[-1]].strip() if ends else ""
+    return text if len(text.split()) >= min_words else None
+
+
+def _list_marker(text: str, position: int) -> bool:
+    """True when the full stop at `position` ends a list number ("2." opening a line), not a sentence."""
+    return text[text.rfind("\n", 0, position) + 1 : position].strip().isdigit()
+
+
+def _answerer(self_answer: SelfAnswer) -> Callable[[Sequence[str]], list[str]]:
+    if not isinstance(self_answer, Mapping):
+        return lambda prompts: list(self_answer(prompts))
+
+    def lookup(prompts: Sequence[str]) -> list[str]:
+        missing = [p for p in prompts if p not in self_answer]
+        if missing:
+            raise DataError(f"self-answers: no answer for {len(missing)} prompt(s), e.g. {missing[0][:80]!r}")
+        return [self_answer[p] for p in prompts]
+
+    return lookup
+
+
+def _source_spec(source: str) -> tuple[str, str | None]:
+    name, _, split = source.partition(":")
+    return name, split or None
+
+
+def borderline_candidates(
+    spec: AlignData, data_dir: str | None = None, load: Callable = load_records
+) -> tuple[list[PromptRecord], dict]:
+    """The benign prompts of `spec.borderline_sources`, deduplicated, without harmful or over-long ones (counted)."""
+    records, report = [], {"sources": {}, "skipped_harmful": 0, "skipped_long": 0}
+    for source in spec.borderline_sources:
+        name, split = _source_spec(source)
+        rows = load(name, data_dir=data_dir, split=split)
+        report["sources"][source] = len(rows)
+        for r in rows:
+            if getattr(r, "harmful", False):
+                report["skipped_harmful"] += 1
+            elif (
+                spec.borderline_max_prompt_words and len(r.prompt.split()) > spec.borderline_max_prompt_words
+            ):
+                report["skipped_long"] += 1
+            else:
+                records.append(r)
+    deduped = _dedupe(records)
+    report["skipped_duplicate"] = len(records) - len(deduped)
+    return deduped, report
+
+
+def _self_distilled(
+    candidates: list[PromptRecord],
+    n: int,
+    answer: Callable[[Sequence[str]], list[str]],
+    is_refusal: Callable[[str], bool],
+) -> tuple[list[ChatExample], dict]:
+    """Up to `n` (prompt, own answer) examples: candidates are answered in order, and each dropped answer is
+    replaced by the next candidate's, so the mix keeps its size while candidates last."""
+    counts = {"answered": 0, "dropped_refusal": 0, "dropped_empty": 0, "dropped_unfinished": 0, "trimmed": 0}
+    examples: list[ChatExample] = []
+    position = 0
+    while len(examples) < n and position < len(candidates):
+        batch = candidates[position : position + n - len(examples)]
+        position += len(batch)
+        answers = answer([r.prompt for r in batch])
+        if len(answers) != len(batch):
+            raise DataError(f"self-answers: {len(answers)} answers for {len(batch)} prompts")
+        counts["answered"] += len(batch)
+        for record, text in zip(batch, answers, strict=True):
+            if not text.strip():
+                counts["dropped_empty"] += 1
+            elif is_refusal(text):
+                counts["dropped_refusal"] += 1
+            elif (kept := finished_part(text)) is None:
+                counts["dropped_unfinished"] += 1
+            else:
+                counts["trimmed"] += kept != text.strip()
+                examples.append(
+                    ChatExample.of(
+                        f"self:{record.id}", record.prompt, kept, source=f"{record.source}->self-answer"
+                    )
+                )
+    return examples, counts
+
+
 def build_align(
     spec: AlignData,
     seed: int,
@@ -102,26 +203,34 @@ def build_align(
     data_dir: str | None = None,
     load: Callable = load_records,
     is_refusal: Callable[[str], bool] | None = None,
+    *,
+    split: Callable = canonical_split,
+    self_answer: SelfAnswer | None = None,
 ) -> tuple[list[ChatExample], dict]:
-    """Harmful prompts → varied refusals, HH-RLHF refusals as written, Alpaca instructions → their answers.
+    """The safety SFT mix: harmful prompts → templated refusals and/or safety-tuned-llamas' safe answers, HH-RLHF
+    refusals as written, Alpaca instructions → their answers, GSM8K → worked solutions, borderline benign prompts →
+    the original model's own answers (`self_answer`: a batch callable prompts → answers, or a prompt → answer map).
 
-    `exclude` holds normalised evaluation prompts; any training prompt among them is dropped and counted.
+    `exclude` holds normalised evaluation prompts; any training prompt among them is dropped and counted. A section
+    that is switched off draws nothing from the seeded generator, so adding sections does not change the others.
     """
     rng = random.Random(seed)
-    report: dict = {"dropped_eval_overlap": 0}
-    harmful: list[PromptRecord] = []
-    for source in spec.harmful_sources:
-        harmful.extend(
-            r
-            for r in load(source, data_dir=data_dir)
-            if r.harmful and r.category not in spec.excluded_categories
-        )
-    harmful, dropped = _drop_excluded(_dedupe(harmful), exclude)
-    report["dropped_eval_overlap"] += dropped
-    examples = [
-        ChatExample.of(f"refuse:{r.id}", r.prompt, varied_refusal(rng), source=f"{r.source}->refusal")
-        for r in _sample(harmful, spec.n_harmful, rng)
-    ]
+    report: dict = {"dropped_eval_overlap": 0, "refusal_targets": spec.refusal_targets}
+    examples: list[ChatExample] = []
+    if spec.refusal_targets in ("templates", "mixed"):
+        harmful: list[PromptRecord] = []
+        for source in spec.harmful_sources:
+            harmful.extend(
+                r
+                for r in load(source, data_dir=data_dir)
+                if r.harmful and r.category not in spec.excluded_categories
+            )
+        harmful, dropped = _drop_excluded(_dedupe(harmful), exclude)
+        report["dropped_eval_overlap"] += dropped
+        examples += [
+            ChatExample.of(f"refuse:{r.id}", r.prompt, varied_refusal(rng), source=f"{r.source}->refusal")
+            for r in _sample(harmful, spec.n_harmful, rng)
+        ]
     if spec.n_hh_refusals:
         if is_refusal is None:
             raise DataError("n_hh_refusals > 0 needs a refusal matcher (seawall.detect's refusal backend)")
@@ -154,9 +263,70 @@ def build_align(
             ChatExample.of(f"gsm8k:{x.id}", x.input, worked_answer(x.metadata["solution"]), source="gsm8k")
             for x in _sample(math, spec.n_math, rng)
         ]
+    if spec.refusal_targets in ("stl", "mixed"):
+        stl, stl_report = _stl_safe_answers(spec, data_dir, split, exclude, _prompts_of(examples), rng)
+        report["dropped_eval_overlap"] += stl_report.pop("dropped_eval_overlap")
+        report["stl"] = stl_report
+        examples += stl
+    if spec.n_borderline:
+        if self_answer is None or is_refusal is None:
+            raise DataError(
+                "n_borderline > 0 needs the original model's answers (self_answer) and a refusal matcher"
+            )
+        candidates, borderline = borderline_candidates(spec, data_dir, load)
+        candidates, dropped = _drop_excluded(candidates, exclude)
+        report["dropped_eval_overlap"] += dropped
+        # A borderline prompt already in the mix (I-Alpaca lists Alpaca instructions) would get two answers.
+        candidates, borderline["skipped_in_mix"] = _drop_excluded(candidates, _prompts_of(examples))
+        borderline["candidates"] = len(candidates)
+        rng.shuffle(candidates)
+        own, counts = _self_distilled(candidates, spec.n_borderline, _answerer(self_answer), is_refusal)
+        report["borderline"] = {**borderline, **counts, "requested": spec.n_borderline, "kept": len(own)}
+        examples += own
     rng.shuffle(examples)
     report["counts"] = _count(examples)
     return examples, report
+
+
+STL = "safety-tuned-llamas"
+
+
+def _stl_safe_answers(
+    spec: AlignData,
+    data_dir: str | None,
+    split: Callable,
+    exclude: set[str],
+    in_mix: set[str],
+    rng: random.Random,
+) -> tuple[list[ChatExample], dict]:
+    """`spec.n_stl_safe` (harmful instruction, safe answer) pairs of safety-tuned-llamas' canonical TRAIN split only:
+    its dev and test rows are the detectors' held-out data and must never be trained on."""
+    rows = split(STL, data_dir=data_dir)["train"]
+    safe = [r for r in rows if r.label == "safe" and r.response.strip()]
+    # Four instructions occur twice with different answers: one answer each.
+    unique = _dedupe(safe)
+    pairs, dropped = _drop_excluded(unique, exclude)
+    pairs, in_mix_dropped = _drop_excluded(pairs, in_mix)
+    chosen = _sample(pairs, spec.n_stl_safe, rng)
+    examples = [
+        ChatExample.of(f"stl:{r.id}", r.prompt, r.response.strip(), source=f"{STL}-train->safe-answer")
+        for r in chosen
+    ]
+    return examples, {
+        "split": "train",
+        "rows": len(rows),
+        "skipped_not_safe": len(rows) - len(safe),
+        "skipped_duplicate": len(safe) - len(unique),
+        "skipped_in_mix": in_mix_dropped,
+        "available": len(pairs),
+        "requested": spec.n_stl_safe,
+        "used": len(examples),
+        "dropped_eval_overlap": dropped,
+    }
+
+
+def _prompts_of(examples: Iterable[ChatExample]) -> set[str]:
+    return {normalize_text(e.prompt) for e in examples}
 
 
 # A persona tag opening a line: "[ChatGPT]:", "(GPT):", "DAN:", "AntiGPT:", "[PersonGPT #]:", "As BH, I would say:".

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from tqdm.auto import tqdm
 
 from seawall.data import canonical_split, load_records
 from seawall.data.hygiene import check_no_overlap, normalized_set
 from seawall.errors import ModelError
 from seawall.evaluate.suites import evaluation_prompts
 from seawall.lab import data as lab_data
-from seawall.lab.config import AlignRecipe, CustomizeRecipe, DegradeRecipe
+from seawall.lab.config import AlignData, AlignRecipe, CustomizeRecipe, DegradeRecipe
 from seawall.lab.train import ChatExample, train
+
+if TYPE_CHECKING:
+    from seawall.generation.cache import GenerationCache
 
 
 def resolve_model_dir(ref: str | Path) -> Path:
@@ -50,22 +55,91 @@ def _refusal_matcher() -> Callable[[str], bool]:
     return is_refusal
 
 
+SELF_ANSWER_CHUNK = 32
+
+
+def self_answerer(
+    model_dir: str | Path,
+    spec: AlignData,
+    threads: int = 2,
+    cache: GenerationCache | None = None,
+    batch_size: int = 8,
+) -> Callable[[Sequence[str]], list[str]]:
+    """prompts → greedy single-turn answers of the model in `model_dir` (the original, before alignment).
+
+    Answers go through the generation cache (keyed by the model's fingerprint at `spec.borderline_dtype`, the
+    conversation and the decoding settings), so a rerun or a resumed run generates only what is missing; the model
+    is loaded on the first cache miss only.
+    """
+    from seawall.generation.cache import GenerationCache, model_fingerprint
+
+    if cache is None:  # not `cache or …`: an empty cache is falsy (it has a length)
+        cache = GenerationCache()
+    fingerprint = model_fingerprint(model_dir, spec.borderline_dtype)
+    # The evaluation harness's key shape, so that an evaluation of the original at the same length shares entries.
+    decoding = {"max_new_tokens": spec.borderline_max_new_tokens, "temperature": 0.0}
+    loaded: dict[str, Any] = {}
+
+    def generate(conversations: list[list[dict[str, str]]]) -> list[str]:
+        if "generator" not in loaded:
+            from seawall.generation import GenerationConfig, load_generator
+
+            loaded["generator"] = load_generator(
+                "transformers",
+                model=str(model_dir),
+                config=GenerationConfig(max_new_tokens=spec.borderline_max_new_tokens, temperature=0.0),
+                batch_size=batch_size,
+                dtype=spec.borderline_dtype,
+                threads=threads,
+            )
+        return loaded["generator"].generate(conversations)
+
+    def answer(prompts: Sequence[str]) -> list[str]:
+        conversations = [[{"role": "user", "content": p}] for p in prompts]
+        answers: list[str] = []
+        with tqdm(total=len(conversations), desc="self-answers", unit="prompt") as bar:
+            for start in range(0, len(conversations), SELF_ANSWER_CHUNK):
+                chunk = conversations[start : start + SELF_ANSWER_CHUNK]
+                answers += cache.generate(generate, chunk, fingerprint, decoding)
+                bar.update(len(chunk))
+        return answers
+
+    return answer
+
+
 def align(
     recipe: AlignRecipe,
     output: str | Path,
     load: Callable = load_records,
     tasks: tuple[str, ...] = (),
     is_refusal: Callable[[str], bool] | None = None,
+    *,
+    split: Callable = canonical_split,
+    cache: GenerationCache | None = None,
+    self_answer: lab_data.SelfAnswer | None = None,
 ) -> dict:
-    """Safety-align `recipe.model` into OUTPUT/model; returns the run record."""
+    """Safety-align `recipe.model` into OUTPUT/model; returns the run record.
+
+    Borderline prompts (`recipe.data.n_borderline`) are answered by `recipe.model` itself before training
+    (`self_answerer`, through `cache`: default the user's generation cache); `self_answer` replaces that.
+    """
+    spec = recipe.data
     evaluation = evaluation_prompts(recipe.data_dir, load, tasks)
+    if is_refusal is None and (spec.n_hh_refusals or spec.n_borderline):
+        is_refusal = _refusal_matcher()
+    if self_answer is None and spec.n_borderline:
+        self_answer = self_answerer(
+            resolve_model_dir(recipe.model), spec, recipe.train.threads, cache, recipe.train.batch_size
+        )
     examples, report = lab_data.build_align(
-        recipe.data,
+        spec,
         recipe.train.seed,
         normalized_set(p for ps in evaluation.values() for p in ps),
         recipe.data_dir,
         load,
-        is_refusal or (_refusal_matcher() if recipe.data.n_hh_refusals else None),
+        is_refusal,
+        split=split,
+        self_answer=self_answer,
     )
     return _guarded_train(recipe, examples, report, output, evaluation, "align")
 

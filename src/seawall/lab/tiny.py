@@ -38,6 +38,11 @@ def tiny_datasets(n: int = 6) -> tuple:
     data[("xstest", None)] = prompts("xstest", False, "How do I shoot a photo {i}") + prompts(
         "xstest-unsafe", True, "How do I shoot person {i}"
     )
+    # Borderline sources of the align recipe; CyberSecEval's halves are disjoint like the real split's.
+    data[("stl-eval-benign", None)] = prompts("stl-eval-benign", False, "How do I safely carve pumpkin {i}")
+    frr = prompts("cyberseceval-frr", False, "Write a script that blocks port scanner {i}")
+    data[("cyberseceval-frr", None)] = frr
+    data[("cyberseceval-frr", "train")], data[("cyberseceval-frr", "test")] = frr[: n // 2], frr[n // 2 :]
     data[("alpaca", None)] = [
         ResponseRecord(
             f"alpaca-{i}", f"Write a story about cat {i}", f"Once upon a time cat {i} slept.", "safe"
@@ -75,6 +80,22 @@ def tiny_datasets(n: int = 6) -> tuple:
         return list(data[key])
 
     def canonical_split(name: str, data_dir: str | None = None) -> dict[str, list[ResponseRecord]]:
+        if name == "safety-tuned-llamas":
+            rows = [
+                ResponseRecord(
+                    f"stl-{i}",
+                    f"Tell me how to insult neighbour {i}",
+                    f"I won't write insults, but here is how to talk to neighbour {i} about the problem.",
+                    "safe",
+                    source=name,
+                )
+                for i in range(3 * n)
+            ]
+            return {
+                "train": rows[: 2 * n],
+                "dev": rows[2 * n : 2 * n + n // 2],
+                "test": rows[2 * n + n // 2 :],
+            }
         rows = [
             ResponseRecord(
                 f"{name}-{i}",

@@ -8,6 +8,7 @@ from seawall.data.dataset import Dataset, register
 from seawall.data.readers import ReadReport, read_json_array, read_jsonl, read_table
 from seawall.data.records import PromptRecord
 from seawall.data.sources.common import read_json_object
+from seawall.data.split import CANONICAL_SEED, split_records
 from seawall.data.taxonomy import hazard
 from seawall.errors import DataError
 
@@ -299,15 +300,24 @@ def load_coconot_contrast(root: Path, split: str | None) -> Dataset:
     return Dataset("coconot-contrast", records, report)
 
 
+# CyberSecEval's false-refusal prompts serve both as borderline training prompts and as an over-refusal evaluation
+# set, so they are split once, 50/50 by `split_records` (grouped by normalised prompt, seed 0, the canonical
+# splits' mechanism): training reads "train", evaluation "test", and no prompt is in both.
+FRR_FRACTIONS = {"train": 0.5, "test": 0.5}
+
+
 @register(
     "cyberseceval-frr",
     kind="benign-prompts",
     path="prompts/benign/cyberseceval_frr/mitre_frr.json",
     licence="MIT",
-    description="750 benign security-engineering requests that over-cautious models refuse (CyberSecEval FRR)",
+    description="750 benign security-engineering requests that over-cautious models refuse (CyberSecEval FRR); "
+    "splits train/test: a seeded 50/50 split grouped by prompt",
+    splits=("train", "test"),
 )
 def load_cyberseceval_frr(root: Path, split: str | None) -> Dataset:
-    """CyberSecEval's false-refusal prompts; a row marked malicious would not belong in a benign set: an error."""
+    """CyberSecEval's false-refusal prompts (all 750, or one half of `FRR_FRACTIONS`); a row marked malicious would
+    not belong in a benign set: an error."""
     file = root / "prompts/benign/cyberseceval_frr/mitre_frr.json"
     rows, report = read_json_array(file, ("mutated_prompt", "is_malicious"))
     records = []
@@ -325,7 +335,11 @@ def load_cyberseceval_frr(root: Path, split: str | None) -> Dataset:
                 metadata={"attack_type": row.get("attack_type"), "model": row.get("model")},
             )
         )
-    return Dataset("cyberseceval-frr", records, report)
+    if split is not None:
+        records = split_records(
+            records, FRR_FRACTIONS, CANONICAL_SEED, stratify=False, dataset="cyberseceval-frr"
+        )[split]
+    return Dataset("cyberseceval-frr", records, report, split=split)
 
 
 # safety-tuned-llamas' evaluation lists (Bianchi et al. 2024): list name → harmful. I-PhysicalSafety* are SafeText
