@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[serve,dev,fast,scale]'
+	$(PIP) install -q -c constraints.txt -e '.[serve,dev,fast,scale,lab]'
 	touch $@
 
 setup: $(VENV)/.installed  ## install seawall and its dependencies into .venv

@@ -198,8 +198,11 @@ class Experiment:
         recipes.degrade(recipe, out, load=self.load, split=self.split, tasks=self.tasks)
         return out / "model"
 
-    def target(self, task: str, share: float) -> Path:
-        out = self.root / "targets" / target_label(task, share)
+    def target(
+        self, task: str, share: float, filter_with: str | None = None, out: Path | None = None
+    ) -> Path:
+        """The customize folder of a target; with `filter_with`, the `filter` method's (its data filtered first)."""
+        out = out or self.root / "targets" / target_label(task, share)
         recipe = CustomizeRecipe(
             model=str(self.aligned()),
             data_dir=self.config.data_dir,
@@ -210,12 +213,17 @@ class Experiment:
                 degrade=self.config.degrade.data,
             ),
             train=self.config.customize.train,
+            filter_with=filter_with,
         )
         recipes.customize(recipe, out, load=self.load, split=self.split)
         return out
 
     def restored(self, method: MethodSpec, task: str, share: float) -> tuple[Path, dict]:
         """T′ = method applied to the target; its folder holds model/ and record.json (time, memory)."""
+        if method.name == "filter":
+            from seawall.evaluate.methods import filtered_target
+
+            return filtered_target(self, method.params, task, share)
         target = self.target(task, share)
         if method.name == "none":
             return target / "model", {}

@@ -98,6 +98,57 @@ def merge_peft(adapter: Path, output: Path) -> str:
     return str(base)
 
 
+FILTER_PARAMS = ("detector",)
+
+
+def filtered_target(context: Any, params: dict[str, Any], task: str, share: float) -> tuple[Path, dict]:
+    """The `filter` method: the target customized again on the task data (harmful share included) that a detector
+    judges safe (`seawall lab customize --filter-with`); returns its model folder and the method's record.
+
+    `params.detector` is the filtering detector (default: the default detector, `seawall detect demo`'s), which
+    is best kept apart from the judge (`eval.detector`): a filter judged by itself would look better than it is.
+    The record (restored/TARGET/filter/method.json) holds the detector's id, the kept/dropped counts and the time
+    of filtering + customizing, which replaces T's customization rather than adding to it.
+    """
+    import shutil
+
+    from seawall.detect import default_detector_path
+    from seawall.evaluate.experiment import measure, target_label
+    from seawall.io import atomic_write_json
+
+    unknown = sorted(set(params) - set(FILTER_PARAMS))
+    if unknown:
+        raise SeawallError(
+            f"method filter: unknown parameter(s) {unknown}; it takes {', '.join(FILTER_PARAMS)}"
+        )
+    detector = str(params.get("detector") or default_detector_path())
+    manifest = Path(detector) / "detector.json"
+    if not manifest.is_file():
+        raise SeawallError(
+            f"method filter: {manifest} not found; set params.detector to a saved detector folder"
+        )
+    wanted = {
+        "params": params,
+        "detector": detector,
+        "detector_id": json.loads(manifest.read_text()).get("detector_id"),
+    }
+    out = context.root / "restored" / target_label(task, share) / "filter"
+    marker = out / "method.json"
+    if marker.exists():
+        record = json.loads(marker.read_text())
+        if {key: record.get(key) for key in wanted} == wanted:
+            return out / "model", record
+        context.log(f"filter on {out.parent.name}: the detector or its parameters changed, customizing again")
+        # The same folder name for another detector: customize would return (or refuse) the outdated model.
+        shutil.rmtree(out)
+    with measure() as stats:
+        context.target(task, share, filter_with=detector, out=out)
+    trained = json.loads((out / "record.json").read_text())
+    record = {"method": "filter", **wanted, **stats, "report": trained["data_report"]["filter"]}
+    atomic_write_json(marker, record)
+    return out / "model", record
+
+
 def apply_method(
     name: str,
     params: dict[str, Any],

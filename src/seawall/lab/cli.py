@@ -39,12 +39,34 @@ def align(
     model: str | None = ModelOpt,
     config: str | None = ConfigOpt,
     data_dir: str | None = DataOpt,
+    method: str = typer.Option(
+        "sft",
+        "--method",
+        help="sft: supervised (AlignRecipe); dpo: preference pairs from the model's own samples judged by the "
+        "detector and the refusal matcher (PreferenceRecipe).",
+    ),
+    detector: str | None = typer.Option(
+        None,
+        "--detector",
+        help="dpo: the detector folder that judges samples (default: the default detector).",
+    ),
 ) -> None:
-    """Safety-align a chat model: harmful prompts → varied refusals, Alpaca instructions → their answers."""
+    """Safety-align a chat model: SFT (harmful prompts → varied refusals, benign ones → answers) or DPO."""
+    from seawall.errors import SeawallError
     from seawall.lab import recipes
-    from seawall.lab.config import AlignRecipe, load_yaml
+    from seawall.lab.config import AlignRecipe, PreferenceRecipe, load_yaml
 
-    _summary(recipes.align(load_yaml(AlignRecipe, config, model=model, data_dir=data_dir), output))
+    if method == "sft":
+        if detector is not None:
+            raise SeawallError("--detector is for --method dpo (the SFT recipe judges nothing)")
+        _summary(recipes.align(load_yaml(AlignRecipe, config, model=model, data_dir=data_dir), output))
+    elif method == "dpo":
+        from seawall.lab import preference
+
+        recipe = load_yaml(PreferenceRecipe, config, model=model, data_dir=data_dir, detector=detector)
+        _summary(preference.align_dpo(recipe, output))
+    else:
+        raise SeawallError(f"--method must be sft or dpo, got {method!r}")
 
 
 @app.command()
@@ -75,16 +97,23 @@ def customize(
     n_train: int | None = typer.Option(
         None, "--n-train", help="Training examples (default: the config's, else 400)."
     ),
+    filter_with: str | None = typer.Option(
+        None,
+        "--filter-with",
+        help="A detector folder: drop the examples it judges unsafe before training (dropped ones in "
+        "OUTPUT/filtered.dropped.jsonl, counts in the record).",
+    ),
     model: str | None = ModelOpt,
     config: str | None = ConfigOpt,
     data_dir: str | None = DataOpt,
 ) -> None:
-    """Task fine-tuning (LoRA kept in OUTPUT/adapter, merged in OUTPUT/model), optionally with harmful pairs mixed in."""
+    """Task fine-tuning (LoRA kept in OUTPUT/adapter, merged in OUTPUT/model), optionally with harmful pairs mixed in
+    and optionally filtered by a detector first."""
     from seawall.errors import SeawallError
     from seawall.lab import recipes
     from seawall.lab.config import CustomizeRecipe, load_yaml
 
-    recipe = load_yaml(CustomizeRecipe, config, model=model, data_dir=data_dir)
+    recipe = load_yaml(CustomizeRecipe, config, model=model, data_dir=data_dir, filter_with=filter_with)
     # Flags override the config file only when given, so a recipe file's data section is not silently replaced.
     flags = {"task": task, "harmful_share": harmful_share, "n_train": n_train}
     given = {name: value for name, value in flags.items() if value is not None}

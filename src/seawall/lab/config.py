@@ -180,6 +180,86 @@ class CustomizeRecipe(Recipe):
     """`seawall lab customize`."""
 
     data: CustomizeData = CustomizeData()
+    filter_with: str | None = Field(
+        None,
+        description="a saved detector folder: the task data (harmful share included) is passed through it first "
+        "and the pairs it judges unsafe are dropped (OUTPUT/filtered.dropped.jsonl) before training",
+    )
+
+
+class PreferenceData(BaseModel):
+    """Preference pairs from the model's own samples, judged by a detector (harmful) and the refusal matcher (benign)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    harmful_sources: tuple[str, ...] = Field(
+        ("advbench", "donotanswer", "ailuminate", "safety-tuned-llamas"),
+        description="`name` or `name:split`; a response set (safety-tuned-llamas) is read from its canonical TRAIN "
+        "split only, and its safe answers are the fallback chosen side",
+    )
+    excluded_categories: tuple[str, ...] = AlignData().excluded_categories
+    n_harmful: int = Field(
+        160, ge=0, description="harmful prompts: chosen = a safe sample, rejected = an unsafe one"
+    )
+    benign_sources: tuple[str, ...] = ("alpaca",)
+    n_benign: int = Field(
+        160, ge=0, description="benign prompts: chosen = a helpful sample, rejected = a refusal"
+    )
+    borderline_sources: tuple[str, ...] = Field(
+        ("stl-eval-benign", "cyberseceval-frr:train"),
+        description="benign prompts that look sensitive (`name` or `name:split`: safety-tuned-llamas' I-Alpaca and "
+        "I-PhysicalSafetySafe, the TRAIN half of CyberSecEval's false-refusal prompts), paired like the benign "
+        "ones; any that is an evaluation prompt is dropped and counted",
+    )
+    n_borderline: int = Field(100, ge=0)
+    samples_per_prompt: int = Field(4, ge=1, description="k responses sampled per prompt (cached)")
+    temperature: float = Field(0.9, gt=0, description="sampling temperature (> 0: the k samples must differ)")
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(8, ge=1, description="prompts per generation batch")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="generation precision (seawall.models.precision)"
+    )
+
+
+class DPOConfig(BaseModel):
+    """The preference-optimisation settings (TRL's DPOTrainer); LoRA shape, batching and checkpoints are `train`'s."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    beta: float = Field(0.1, gt=0, description="strength of the pull towards the reference model")
+    loss_type: Literal["sigmoid", "ipo", "hinge"] = "sigmoid"
+    learning_rate: float = Field(5e-5, gt=0)
+    epochs: int = Field(2, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimiser steps")
+    max_length: int = Field(320, ge=16, description="tokens of prompt + response; longer ones are cut")
+
+
+# Fields of TrainConfig that DPOConfig owns in a PreferenceRecipe: set them under `dpo:`, not `train:`.
+_DPO_OWNED = ("learning_rate", "epochs", "max_steps", "max_length")
+
+
+class PreferenceRecipe(Recipe):
+    """`seawall lab align --method dpo`: DPO on pairs built from the model's own judged samples."""
+
+    data: PreferenceData = PreferenceData()
+    dpo: DPOConfig = DPOConfig()
+    detector: str | None = Field(
+        None,
+        description="the detector folder that judges the harmful prompts' samples (None: the default detector)",
+    )
+    train: TrainConfig = TrainConfig(method="lora", lora_r=16, lora_alpha=32, batch_size=4, grad_accum=2)
+
+    @model_validator(mode="after")
+    def _dpo_owns_its_fields(self) -> PreferenceRecipe:
+        # Compared with the defaults, not `model_fields_set`, so that a dumped and reloaded recipe stays valid.
+        default = TrainConfig()
+        clash = [name for name in _DPO_OWNED if getattr(self.train, name) != getattr(default, name)]
+        if clash:
+            raise ValueError(
+                f"train.{clash[0]} is not used by DPO: set dpo.{clash[0]} instead ({', '.join(_DPO_OWNED)} are dpo's)"
+            )
+        return self
 
 
 R = TypeVar("R", bound=BaseModel)

@@ -169,7 +169,8 @@ def customize(
     load: Callable = load_records,
     split: Callable = canonical_split,
 ) -> dict:
-    """Fine-tune `recipe.model` on a task (LoRA kept in OUTPUT/adapter, merged in OUTPUT/model)."""
+    """Fine-tune `recipe.model` on a task (LoRA kept in OUTPUT/adapter, merged in OUTPUT/model); with
+    `recipe.filter_with`, on the examples that detector judges safe (`seawall.lab.filtering`)."""
     evaluation = evaluation_prompts(recipe.data_dir, load, (recipe.data.task,))
     examples, report = lab_data.build_customize(
         recipe.data,
@@ -179,4 +180,9 @@ def customize(
         load,
         split,
     )
+    # A finished run is returned as it is by `train`: filtering again would only rewrite the same files.
+    if recipe.filter_with and not (Path(output) / "record.json").exists():
+        from seawall.lab.filtering import filter_examples
+
+        examples, report["filter"] = filter_examples(examples, recipe.filter_with, output)
     return _guarded_train(recipe, examples, report, output, evaluation, f"customize-{recipe.data.task}")
