@@ -155,7 +155,9 @@ def evaluate_scores(
 def _thin(values: np.ndarray, max_points: int = 400) -> list[float]:
     step = max(1, len(values) // max_points)
     kept = values[::step]
-    if len(values) and kept[-1] != values[-1]:
+    # By position, not by value: the curves' x and y are thinned apart and must keep the same points (comparing
+    # values dropped the last point of one of them when its last kept value happened to equal its last value).
+    if len(values) and (len(values) - 1) % step:
         kept = np.r_[kept, values[-1]]
     return [round(float(v), 5) for v in kept]
 
