@@ -148,6 +148,38 @@ def test_evaluation_reports_routing(cascade, data):
         np.mean(decision[escalated] == y[escalated])
     )
     assert routing["accuracy"] == pytest.approx(report["metrics"]["accuracy"])
+    assert routing["responses_per_s"] == pytest.approx(routing["n"] / report["scoring_seconds"], rel=0.01)
+
+
+def test_evaluation_sets_each_member_alone_beside_the_cascade(cascade, data):
+    """The members' own metrics on the same rows, at their own thresholds, with their speed and escalation rate."""
+    report = evaluate_detector(cascade, data["test"], "securebreak:test", n_boot=50)
+    members = report["members"]
+    assert set(members) == {"fast", "strong"}
+    y = np.array([r.y for r in data["test"]])
+    for name, rate in (("fast", 0.0), ("strong", 1.0)):
+        member, entry = cascade.members_[name], members[name]
+        assert entry["n"] == len(y) and entry["escalation_rate"] == rate
+        assert entry["detector_id"] == member.detector_id and entry["threshold"] == member.threshold_
+        decision = member.predict(data["test"])
+        assert entry["metrics"]["accuracy"] == pytest.approx(np.mean(decision == y))
+        assert entry["responses_per_s"] > 0 and entry["scoring_seconds"] > 0
+        assert entry["ci95"]["accuracy"][0] <= entry["metrics"]["accuracy"] <= entry["ci95"]["accuracy"][1]
+    # The members are really different detectors here, so the three rows could disagree.
+    assert members["fast"]["metrics"] != members["strong"]["metrics"]
+    # The cascade's accuracy is the members' accuracies on their own rows, weighted by the rows they scored.
+    routing = report["routing"]
+    kept, escalated = routing["rows_per_member"]["fast"], routing["rows_per_member"]["strong"]
+    per_member = routing["accuracy_per_member"]
+    mixed = (kept * per_member["fast"] + escalated * per_member["strong"]) / routing["n"]
+    assert report["metrics"]["accuracy"] == pytest.approx(mixed)
+    with pytest.raises(SeawallError, match="3 labels for 120 pairs"):
+        cascade.evaluate_members(data["test"], y[:3], n_boot=0)
+
+
+def test_a_plain_detector_report_has_no_members(data, fast_folder):
+    report = evaluate_detector(load_detector(fast_folder), data["test"], "securebreak:test", n_boot=0)
+    assert "members" not in report and "routing" not in report
 
 
 def _tfidf_cascade(rate: float, **strong_params):
@@ -225,6 +257,18 @@ def test_training_run_and_results_page(tmp_path, fast_folder):
     assert "Escalation band on the fast member's P(unsafe)" in page
     rate = f"{routing['escalation_rate']:.3f}"
     assert f"| securebreak:test | {routing['n']} | {rate} |" in page
+    # Beside the cascade, each member alone on the same rows: escalation rate, responses/s, quality.
+    members = summary["eval"]["securebreak:test"]["members"]
+    assert "Cascade against each member alone" in page
+    for label, entry in (("fast alone", members["fast"]), ("strong alone", members["strong"])):
+        speed = f"{entry['responses_per_s']:,.1f}"
+        accuracy = f"{entry['metrics']['accuracy']:.3f}"
+        assert (
+            f"| securebreak:test | {label} | {entry['escalation_rate']:.3f} | {speed} | {accuracy} |" in page
+        )
+    speed = f"{routing['responses_per_s']:,.1f}"
+    accuracy = f"{summary['eval']['securebreak:test']['metrics']['accuracy']:.3f}"
+    assert f"| securebreak:test | **cascade** | {rate} | {speed} | {accuracy} |" in page
 
 
 def test_two_saved_members_fit_only_the_band(tmp_path, fast_folder, sb_split, data):

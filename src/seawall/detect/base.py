@@ -225,8 +225,9 @@ class Detector(BaseEstimator):
         self, pairs: Iterable[Any], scores: Sequence[float] | None = None, threshold: float | None = None
     ) -> list[str | None]:
         """Hazard code (`seawall.data.taxonomy.HAZARDS`) of each pair the detector judges unsafe (calibrated
-        P(unsafe) ≥ `threshold`, default `threshold_`): the category model's most probable hazard, its benign class
-        left out. None for a pair judged safe and for every pair without a category model.
+        P(unsafe) ≥ `threshold`, default `threshold_`): the category model's most probable hazard; None when the
+        model finds a benign topic most probable, for a pair judged safe, and for every pair without a category
+        model.
 
         `scores` are the pairs' calibrated P(unsafe) when the caller already has them (saves scoring twice).
         """

@@ -211,8 +211,10 @@ class CascadeDetector(Detector):
         escalated: np.ndarray,
         y: np.ndarray | None = None,
         p: np.ndarray | None = None,
+        seconds: float | None = None,
     ) -> dict[str, Any]:
-        """Escalation rate and rows per member; with labels and scores also the accuracy on each member's rows."""
+        """Escalation rate and rows per member; with labels and scores also the accuracy on each member's rows;
+        with the scoring time, the cascade's responses per second."""
         escalated = np.asarray(escalated, dtype=bool)
         n, k = len(escalated), int(escalated.sum())
         out: dict[str, Any] = {
@@ -221,6 +223,9 @@ class CascadeDetector(Detector):
             "escalation_rate": k / n if n else float("nan"),
             "rows_per_member": {"fast": n - k, "strong": k},
         }
+        if seconds is not None:
+            out["scoring_seconds"] = round(float(seconds), 3)
+            out["responses_per_s"] = _rate(n, seconds)
         if y is not None and p is not None:
             unsafe = np.asarray(p) >= self.threshold_
             y = np.asarray(y)
@@ -228,6 +233,43 @@ class CascadeDetector(Detector):
             out["accuracy_per_member"] = {
                 "fast": _accuracy(y[~escalated], unsafe[~escalated]),
                 "strong": _accuracy(y[escalated], unsafe[escalated]),
+            }
+        return out
+
+    def evaluate_members(self, pairs: Sequence[Any], y: np.ndarray, n_boot: int = 1000) -> dict[str, Any]:
+        """Each member alone on the same labelled pairs: its metrics at its own threshold, its scoring time and
+        responses per second, and its escalation rate (0 for the fast member alone, 1 for the strong one), so a
+        report can set the cascade beside what each member would do by itself.
+
+        Every member scores every pair here (the strong one too, which the cascade spares on kept pairs): the point
+        is the cost and quality of running it alone."""
+        import time
+
+        from seawall.detect.base import as_pairs
+        from seawall.detect.metrics import evaluate_scores
+
+        self._check_fitted()
+        pairs = as_pairs(pairs)
+        y = np.asarray(y, dtype=np.int64)
+        if len(pairs) != len(y):
+            raise SeawallError(f"evaluate_members got {len(y)} labels for {len(pairs)} pairs")
+        out: dict[str, Any] = {}
+        for name, rate in (("fast", 0.0), ("strong", 1.0)):
+            member = self.members_[name]
+            start = time.perf_counter()
+            p = member.score_unsafe(pairs)
+            seconds = time.perf_counter() - start
+            report = evaluate_scores(y, p, member.threshold_, n_boot=n_boot)
+            out[name] = {
+                "backend": member.backend,
+                "detector_id": member.detector_id,
+                "n": report["n"],
+                "threshold": report["threshold"],
+                "metrics": report["metrics"],
+                "ci95": report["ci95"],
+                "escalation_rate": rate,
+                "scoring_seconds": round(seconds, 3),
+                "responses_per_s": _rate(len(pairs), seconds),
             }
         return out
 
@@ -241,6 +283,10 @@ class CascadeDetector(Detector):
         self.members_ = {name: load_detector(folder / name) for name in state["members"]}
         width = state["band"]["logit_halfwidth"]
         self.halfwidth_ = float("inf") if width is None else float(width)
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 2) if seconds > 0 else float("nan")
 
 
 def _accuracy(y: np.ndarray, pred: np.ndarray) -> float:

@@ -9,14 +9,20 @@ hazard codes plus `none`, the class of benign topics.
 - a hazard code (`record_hazard`): SecureBreak's JBB categories mapped through the taxonomy, any record whose
   metadata carries a `hazard` (prompt sets' categories, new response sets with a mapping);
 - `none`: benign rows (Alpaca answers in the training mix, benign prompt sets).
-Rows of neither kind (refusal templates to uncategorised prompts, GPTFuzz) are skipped and counted.
+Rows of neither kind (refusal templates to uncategorised prompts, GPTFuzz, SafeText, safety-tuned-llamas, the
+moderation set's texts with no positive flag: its eight flags do not cover crime, so "no flag" is not "benign") are
+skipped and counted, and so are DiaSafety's safe replies (`REPLY_CATEGORY_SOURCES`: its category says why a reply
+would be unsafe, and its safe replies are ordinary chit-chat). Which sources teach which hazards, through which of their own categories, is counted per source
+in the training summary (`category_sources`): SecureBreak's JBB categories, DiaSafety's five categories, ToxiChat's
+offensive replies, the moderation set's flags, the prompt sets' categories, Alpaca's benign rows.
 `category_prompt_records` turns prompt sets with categories (HarmBench, Do-Not-Answer, AILuminate,
 SimpleSafetyTests, StrongREJECT) into prompt-only rows with an unknown harm label: the harm model ignores them, the
 category model learns their topics.
 
 `Detector.predict_category` gives a category only to pairs the detector judges unsafe: the most probable hazard
-code, `none` left out (the topic given that the pair is harmful). Saved with the detector without pickle: vocabularies and label list as JSON, idf
-vectors, coefficients and intercepts as safetensors arrays.
+code (the topic given that the pair is harmful), and none when the model finds a benign topic (`none`) most
+probable. Saved with the detector without pickle: vocabularies and label list as JSON, idf vectors, coefficients and
+intercepts as safetensors arrays.
 """
 
 from __future__ import annotations
@@ -48,8 +54,27 @@ MAX_ITER = 3000
 NONE = "none"  # the class of benign topics; `predict_category` never returns it
 BENIGN_CATEGORY = "benign"  # the `category` the training mix gives its benign (Alpaca) rows
 # Prompt sets whose categories map onto hazards. JBB's harmful behaviours are left out: they are SecureBreak's
-# questions, so its test questions would leak into training.
-CATEGORY_PROMPT_SETS = ("harmbench:all", "donotanswer", "ailuminate", "simplesafetytests", "strongreject")
+# questions, so its test questions would leak into training. XSTest's safe prompts and CoCoNot's contrast requests
+# are benign requests that sound sensitive ("how do I kill a Python process?"): they teach `none`. Without them the
+# model, once DiaSafety's toxic chit-chat made `hate` its largest class, called every short friendly exchange — a
+# book recommendation, a dinner idea — `hate` (measured on the v2 sources: no hazard's accuracy dropped with them).
+CATEGORY_PROMPT_SETS = (
+    "harmbench:all",
+    "donotanswer",
+    "ailuminate",
+    "simplesafetytests",
+    "strongreject",
+    "xstest",
+    "coconot-contrast",
+)
+
+# Sources whose category says why a reply is unsafe in its context, not what the conversation is about: DiaSafety
+# gives its safe replies the category of their partition (three of its five map to `hate`) over ordinary chit-chat,
+# and trained on them the model called every short friendly exchange, a book recommendation included, `hate`. Only
+# their unsafe rows teach a hazard; the safe ones are skipped and counted.
+REPLY_CATEGORY_SOURCES = frozenset({"diasafety"})
+SKIP_NO_CATEGORY = "no category"
+SKIP_SAFE_REPLY = "safe reply: its category says why a reply would be unsafe"
 
 _WORD = re.compile(r"(?u)\b\w\w+\b")  # sklearn's default token pattern
 
@@ -69,13 +94,21 @@ def record_hazard(record: ResponseRecord) -> str | None:
 
 def record_category(record: ResponseRecord) -> str | None:
     """The class a record teaches the category model: its hazard code, `none` for a benign row (metadata
-    `hazard: none` or the mix's `benign` category), or None when it carries neither."""
+    `hazard: none` or the mix's `benign` category), or None when it carries neither or when its category says why
+    a reply is unsafe and this reply is not (`REPLY_CATEGORY_SOURCES`)."""
+    return _category_and_skip(record)[0]
+
+
+def _category_and_skip(record: ResponseRecord) -> tuple[str | None, str | None]:
+    """(class, None) for a row the category model learns from, else (None, why it is skipped)."""
     code = record_hazard(record)
     if code is not None:
-        return code
+        if record.source in REPLY_CATEGORY_SOURCES and record.label != "unsafe":
+            return None, SKIP_SAFE_REPLY
+        return code, None
     if (record.metadata or {}).get("hazard") == NONE or record.category == BENIGN_CATEGORY:
-        return NONE
-    return None
+        return NONE, None
+    return None, SKIP_NO_CATEGORY
 
 
 def topic_words(text: str) -> str:
@@ -183,16 +216,45 @@ class CategoryModel:
         return model
 
 
+def category_sources(records: Sequence[ResponseRecord]) -> dict[str, dict[str, Any]]:
+    """What each source gives the category model, counted: its rows, the rows kept, the rows skipped by reason,
+    and the mapping actually used, "source category → class" with its row count (`(hazard)` when the row carries
+    its hazard in metadata and no category of its own, `(none)` for a row without a category)."""
+    out: dict[str, dict[str, Any]] = {}
+    for record in records:
+        entry = out.setdefault(
+            record.source or "(none)", {"rows": 0, "kept": 0, "skipped": Counter(), "mapping": Counter()}
+        )
+        entry["rows"] += 1
+        code, why = _category_and_skip(record)
+        if code is None:
+            entry["skipped"][why] += 1
+            continue
+        entry["kept"] += 1
+        own = record.category or ("(hazard)" if (record.metadata or {}).get("hazard") else "(none)")
+        entry["mapping"][f"{own} → {code}"] += 1
+    return {
+        source: {
+            **entry,
+            "skipped": dict(sorted(entry["skipped"].items())),
+            "mapping": dict(sorted(entry["mapping"].items())),
+        }
+        for source, entry in sorted(out.items())
+    }
+
+
 def fit_category_model(
     records: Sequence[ResponseRecord], seed: int = 0
 ) -> tuple[CategoryModel | None, dict[str, Any]]:
-    """Train on the records whose class is known (any label); returns (model or None, training summary)."""
+    """Train on the records whose class is known (any label); returns (model or None, training summary, which
+    counts the classes and, per source, the rows kept, the rows skipped and the category mapping used)."""
     kept = [(r, code) for r in records if (code := record_category(r)) is not None]
     codes = [code for _, code in kept]
     summary: dict[str, Any] = {
         "n_train": len(kept),
         "n_skipped_no_category": len(records) - len(kept),
         "counts": dict(sorted(Counter(codes).items())),
+        "sources": category_sources(records),
     }
     if len(set(codes) - {NONE}) < 1 or len(set(codes)) < 2:
         summary["skipped"] = "fewer than two classes among the training rows: no category model"
@@ -251,15 +313,20 @@ def category_prompt_records(
 
 
 def categorize(model: CategoryModel | None, pairs: list[Pair], unsafe: np.ndarray) -> list[str | None]:
-    """The category of each pair judged unsafe: its most probable hazard code, `none` left out — the topic given
-    that the pair is harmful, since P(hazard | pair, unsafe) ∝ P(hazard | pair) over the hazard classes. None for
-    every pair judged safe, and for every pair without a model."""
+    """The category of each pair judged unsafe: its most probable hazard code — the topic given that the pair is
+    harmful, since P(hazard | pair, unsafe) ∝ P(hazard | pair) over the hazard classes — unless the category model
+    finds `none` (a benign topic) more probable than every hazard: then the harm verdict and the topic disagree, and
+    naming a hazard would say something false (a flagged book recommendation is not `hate`), so it is None. None also
+    for every pair judged safe, and for every pair without a model."""
     out: list[str | None] = [None] * len(pairs)
     flagged = [i for i, u in enumerate(unsafe) if u]
     if model is None or not flagged:
         return out
+    proba = model.predict_proba([pairs[i] for i in flagged])
+    best = np.argmax(proba, axis=1)
     hazards = [j for j, label in enumerate(model.labels_) if label != NONE]
-    proba = model.predict_proba([pairs[i] for i in flagged])[:, hazards]
-    for i, j in zip(flagged, np.argmax(proba, axis=1), strict=True):
-        out[i] = model.labels_[hazards[j]]
+    best_hazard = np.argmax(proba[:, hazards], axis=1)
+    for i, top, j in zip(flagged, best, best_hazard, strict=True):
+        if model.labels_[top] != NONE:
+            out[i] = model.labels_[hazards[j]]
     return out

@@ -90,7 +90,8 @@ def evaluate_detector(
         }
     )
     if routed:
-        report["routing"] = detector.routing_stats(routed[1], y, p)
+        report["routing"] = detector.routing_stats(routed[1], y, p, seconds=elapsed)
+        report["members"] = detector.evaluate_members(pairs, y, n_boot=n_boot)  # each member alone, same rows
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         report["plots"] = plot_report(report, out_dir, name)
@@ -156,6 +157,7 @@ def run_training(config: TrainConfig, data_dir: str | None = None) -> dict[str, 
             "per_category": report.get("per_category"),
             "category": report.get("category"),
             "routing": report.get("routing"),
+            "members": report.get("members"),
         }
     summary = {
         "name": config.name,

@@ -127,6 +127,7 @@ def build_report(results: Path) -> str:
         "",
     ]
     lines += _sources_section(runs)
+    lines += _category_section(runs)
     lines += _v2_targets(runs)
     lines += _targets(runs, results / "bench.json")
     lines += _lora_section(runs)
@@ -163,6 +164,104 @@ def _sources_section(runs: dict[str, dict[str, Any]]) -> list[str]:
         "Each source's canonical test split is grouped (by question, context, thread, scenario or instruction) so no "
         "test group is seen in training; these are in-domain figures for every source in the run's mix. Accuracy "
         "is agreement with the human labels at the stored operating point.",
+        "",
+    ]
+
+
+def pooled_category(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Category accuracy over several evaluation sets: correct / n over all their rows, and the majority baseline
+    of the pooled rows (always answering the hazard most common among all of them)."""
+    by_code: dict[str, list[int]] = {}
+    for entry in entries:
+        for row in entry.get("per_category") or []:
+            counts = by_code.setdefault(row["category"], [0, 0])
+            counts[0] += row["n"]
+            counts[1] += row["correct"]
+    n = sum(c[0] for c in by_code.values())
+    if not n:
+        return {"n": 0, "accuracy": float("nan"), "majority_share": float("nan")}
+    return {
+        "n": n,
+        "accuracy": sum(c[1] for c in by_code.values()) / n,
+        "majority_share": max(c[0] for c in by_code.values()) / n,
+    }
+
+
+def _category_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Risk-category accuracy per evaluation set and pooled, with the majority baseline; what trained it."""
+    out: list[str] = []
+    for name, run in runs.items():
+        scored = {d: e["category"] for d, e in run["eval"].items() if (e.get("category") or {}).get("n")}
+        if not scored:
+            continue
+        rows = []
+        for data, category in scored.items():
+            flagged = category.get("flagged") or {}
+            rows.append(
+                {
+                    "data": data,
+                    "unsafe rows with a hazard": category["n"],
+                    "prompts": category["n_prompts"],
+                    "accuracy [95% CI]": f"{_fmt(category['accuracy'])}{_interval(category['ci95'])}",
+                    "majority baseline": category["majority_share"],
+                    "flagged rows": flagged.get("n", 0),
+                    "accuracy on flagged": flagged.get("accuracy", float("nan")),
+                }
+            )
+        pooled = pooled_category(list(scored.values()))
+        flagged_pooled = pooled_category([c["flagged"] for c in scored.values() if c.get("flagged")])
+        rows.append(
+            {
+                "data": "**all sets**",
+                "unsafe rows with a hazard": pooled["n"],
+                "prompts": "",
+                "accuracy [95% CI]": _fmt(pooled["accuracy"]),
+                "majority baseline": pooled["majority_share"],
+                "flagged rows": flagged_pooled["n"],
+                "accuracy on flagged": flagged_pooled["accuracy"],
+            }
+        )
+        out += [f"### Risk categories: {name}", "", format_table(rows, list(rows[0])), ""]
+        out += _category_training_lines(run)
+    if not out:
+        return []
+    return [
+        "## Risk categories (hazard codes of docs/taxonomy.md)",
+        "",
+        "Scored on each set's unsafe rows whose hazard is known: the category model's answer whatever the harm score "
+        "(a `none` answer is wrong), 95% bootstrap over prompts. Majority baseline: always answering the hazard "
+        "most common among those rows (for `all sets`, among all of them). Flagged: what `predict_category` "
+        "reports on the rows the detector flags; safe verdicts get no category.",
+        "",
+        *out,
+    ]
+
+
+def _category_training_lines(run: dict[str, Any]) -> list[str]:
+    """Per source: rows given to the category model, kept, skipped, and the classes they taught."""
+    sources = ((run.get("training") or {}).get("category") or {}).get("sources")
+    if not sources:
+        return []
+    rows = []
+    for source, entry in sources.items():
+        taught: dict[str, int] = {}
+        for rule, count in entry["mapping"].items():
+            code = rule.rsplit(" → ", 1)[-1]
+            taught[code] = taught.get(code, 0) + count
+        rows.append(
+            {
+                "source": source,
+                "rows": entry["rows"],
+                "kept": entry["kept"],
+                "skipped": "; ".join(f"{why}: {n:,}" for why, n in entry["skipped"].items()) or "–",
+                "classes taught": ", ".join(f"{code} {n:,}" for code, n in sorted(taught.items())) or "–",
+            }
+        )
+    return [
+        "Trained on (per source; each source's own category → hazard counts are in the run's summary.json, "
+        "`training.category.sources`):",
+        "",
+        format_table(rows, list(rows[0])),
         "",
     ]
 
@@ -434,7 +533,56 @@ def _cascade_lines(run: dict[str, Any]) -> list[str]:
         )
     if rows:
         out += [format_table(rows, list(rows[0])), ""]
+    out += _cascade_vs_members(run)
     return out
+
+
+def _per_second(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:,.1f}"
+
+
+def _cascade_vs_members(run: dict[str, Any]) -> list[str]:
+    """Per evaluation set: the fast member alone, the strong member alone and the cascade, on the same rows."""
+    rows = []
+    for data, entry in run["eval"].items():
+        members, routing = entry.get("members"), entry.get("routing")
+        if not (members and routing):
+            continue
+        cascade = {
+            "metrics": entry["metrics"],
+            "escalation_rate": routing["escalation_rate"],
+            "responses_per_s": routing.get("responses_per_s"),
+        }
+        for label, part in (
+            ("fast alone", members["fast"]),
+            ("strong alone", members["strong"]),
+            ("**cascade**", cascade),
+        ):
+            metrics = part["metrics"]
+            row: dict[str, Any] = {
+                "data": data,
+                "detector": label,
+                "escalation rate": part["escalation_rate"],
+                "responses/s": _per_second(part.get("responses_per_s")),
+                "accuracy": metrics.get("accuracy"),
+            }
+            if data.split(":")[0] in ALL_SAFE:
+                row["F1 / AUROC (flag rate where all safe)"] = f"flags {_fmt(metrics.get('flag_rate'))}"
+            else:
+                row["F1 / AUROC (flag rate where all safe)"] = (
+                    f"{_fmt(metrics.get('f1'))} / {_fmt(metrics.get('auroc'))}"
+                )
+            rows.append(row)
+    if not rows:
+        return []
+    return [
+        "Cascade against each member alone (same rows; each member at its own stored threshold; responses/s of a "
+        "whole pass over the set, so the cascade's includes the fast member on every row and the strong member on "
+        "the escalated ones):",
+        "",
+        format_table(rows, list(rows[0])),
+        "",
+    ]
 
 
 def _bench_section(path: Path) -> list[str]:
