@@ -148,7 +148,9 @@ def test_evaluation_reports_routing(cascade, data):
         np.mean(decision[escalated] == y[escalated])
     )
     assert routing["accuracy"] == pytest.approx(report["metrics"]["accuracy"])
-    assert routing["responses_per_s"] == pytest.approx(routing["n"] / report["scoring_seconds"], rel=0.01)
+    # The rate over the whole set (the seconds are stored rounded to 1 ms, hence the tolerance on a fast pass).
+    assert routing["scoring_seconds"] == report["scoring_seconds"] > 0
+    assert routing["responses_per_s"] == pytest.approx(routing["n"] / report["scoring_seconds"], rel=0.05)
 
 
 def test_evaluation_sets_each_member_alone_beside_the_cascade(cascade, data):

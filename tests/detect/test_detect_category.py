@@ -542,6 +542,9 @@ def test_category_accuracy_is_reported_per_source_and_pooled(many_sources):
             assert category["accuracy"] > category["majority_share"], (data, category)
         else:
             assert category["accuracy"] >= 0.8, (data, category)
+    # The moderation texts have no prompt: each is its own bootstrap group (not one group of every row).
+    moderation = summary["eval"]["openai-moderation:test"]["category"]
+    assert moderation["n_prompts"] == moderation["n"] and moderation["ci95"][0] < moderation["ci95"][1]
     page = build_report(results)
     assert "## Risk categories" in page and "### Risk categories: tfidf-many-categories" in page
     pooled = pooled_category(

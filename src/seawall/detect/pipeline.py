@@ -113,7 +113,8 @@ def category_report(
     index = [i for i, label in enumerate(y) if label == 1 and record_hazard(records[i])]
     rows = [records[i] for i in index]
     codes = [record_hazard(r) for r in rows]
-    groups = [normalize_text(r.prompt) for r in rows]
+    # Rows answering one prompt share its category; a text without a prompt (the moderation set) is its own group.
+    groups = [normalize_text(r.prompt) or f"text:{normalize_text(r.response)}" for r in rows]
     topics = detector.category_model_.predict([(r.prompt, r.response) for r in rows]) if rows else []
     report = category_metrics(codes, topics, groups, n_boot=n_boot)
     report["n_unsafe_without_category"] = int(y.sum()) - len(rows)

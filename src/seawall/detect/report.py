@@ -204,12 +204,18 @@ def _category_section(runs: dict[str, dict[str, Any]]) -> list[str]:
                     "prompts": category["n_prompts"],
                     "accuracy [95% CI]": f"{_fmt(category['accuracy'])}{_interval(category['ci95'])}",
                     "majority baseline": category["majority_share"],
-                    "flagged rows": flagged.get("n", 0),
+                    # Runs saved before `flagged` existed have none: a dash, not 0.
+                    "flagged rows": flagged.get("n", "–"),
                     "accuracy on flagged": flagged.get("accuracy", float("nan")),
                 }
             )
         pooled = pooled_category(list(scored.values()))
-        flagged_pooled = pooled_category([c["flagged"] for c in scored.values() if c.get("flagged")])
+        with_flagged = [c["flagged"] for c in scored.values() if c.get("flagged")]
+        flagged_pooled = (
+            pooled_category(with_flagged)
+            if len(with_flagged) == len(scored)
+            else {"n": "–", "accuracy": float("nan")}
+        )
         rows.append(
             {
                 "data": "**all sets**",
