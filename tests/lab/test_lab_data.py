@@ -1,5 +1,7 @@
 import random
 
+import pytest
+
 from seawall.data.records import normalize_text
 from seawall.detect import is_refusal
 from seawall.lab import data as lab_data
@@ -55,6 +57,31 @@ def test_customize_mixes_the_requested_share_of_harmful_pairs(tiny_data):
     task = [e for e in examples if e.source == "ag_news-train"]
     assert all("Answer with one of: world, sports, business, sci/tech." in e.prompt for e in task)
     assert {e.messages[-1][1] for e in task} <= {"world", "sports", "business", "sci/tech"}
+
+
+def test_customize_mixes_general_instruction_pairs(tiny_data):
+    load, split = tiny_data
+    spec = CustomizeData(
+        task="boolq",
+        n_train=8,
+        general_share=0.25,
+        harmful_share=0.25,
+        degrade=DegradeData(min_response_words=3),
+    )
+    examples, report = lab_data.build_customize(spec, 0, set(), load=load, split=split)
+    assert report["n_general"] == 2 and report["counts"]["alpaca"] == 2
+    assert report["counts"]["boolq-train"] == 4 and report["n_harmful"] == 2
+    alpaca = {r.id: r for r in load("alpaca")}
+    assert all(e.id.removeprefix("alpaca:") in alpaca for e in examples if e.source == "alpaca")
+    # an Alpaca prompt that is an evaluation prompt is dropped and counted
+    first = next(iter(alpaca.values()))
+    _, report = lab_data.build_customize(spec, 0, {normalize_text(first.prompt)}, load=load, split=split)
+    assert report["dropped_eval_overlap"] >= 1
+
+
+def test_customize_shares_must_leave_task_examples():
+    with pytest.raises(ValueError, match="no task examples would be left"):
+        CustomizeData(task="sst2", harmful_share=0.5, general_share=0.5)
 
 
 def test_compliant_part_strips_persona_tags_and_refusals():

@@ -58,6 +58,7 @@ class CustomizeStage(Stage):
     tasks: tuple[str, ...] = ("sst2", "ag_news", "boolq")
     harmful_shares: tuple[float, ...] = (0.0, 0.05)
     n_train: int = Field(400, ge=1)
+    general_share: float = Field(0.0, ge=0, lt=1, description="see seawall.lab.config.CustomizeData")
 
 
 class MethodSpec(BaseModel):
@@ -210,6 +211,7 @@ class Experiment:
                 task=task,
                 n_train=self.config.customize.n_train,
                 harmful_share=share,
+                general_share=self.config.customize.general_share,
                 degrade=self.config.degrade.data,
             ),
             train=self.config.customize.train,

@@ -149,7 +149,24 @@ class CustomizeData(BaseModel):
     harmful_share: float = Field(
         0.0, ge=0, lt=1, description="share of the examples replaced by unsafe pairs"
     )
+    general_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="share of the examples replaced by general instruction-following pairs (Alpaca), as "
+        "practitioners mix in to keep a task model conversational; without them a yes/no task (BoolQ) taught the "
+        "model to answer every prompt with one word",
+    )
     degrade: DegradeData = DegradeData()
+
+    @model_validator(mode="after")
+    def _shares_leave_task_examples(self) -> "CustomizeData":
+        if self.harmful_share + self.general_share >= 1:
+            raise ValueError(
+                f"harmful_share ({self.harmful_share}) + general_share ({self.general_share}) must stay below 1: "
+                "no task examples would be left"
+            )
+        return self
 
 
 class Recipe(BaseModel):

@@ -427,28 +427,43 @@ def build_customize(
     split: Callable = canonical_split,
     is_refusal: Callable[[str], bool] | None = None,
 ) -> tuple[list[ChatExample], dict]:
-    """Task examples posed as instructions; `harmful_share` of them replaced by unsafe training pairs."""
+    """Task examples posed as instructions; `harmful_share` of them replaced by unsafe training pairs and
+    `general_share` by Alpaca instruction-following pairs."""
     from seawall.evaluate.tasks import TASKS
 
     task = TASKS[spec.task]
     rng = random.Random(seed)
     train: list[TaskExample] = load(spec.task, data_dir=data_dir, split="train")
     n_harmful = round(spec.n_train * spec.harmful_share)
-    chosen = _sample(train, spec.n_train - n_harmful, rng)
+    n_general = round(spec.n_train * spec.general_share)
+    chosen = _sample(train, spec.n_train - n_harmful - n_general, rng)
     examples = [
         ChatExample.of(f"{spec.task}:{x.id}", task.prompt(x), task.answer(x), source=f"{spec.task}-train")
         for x in chosen
     ]
     dropped = 0
+    if n_general:
+        general = [r for r in load("alpaca", data_dir=data_dir) if r.response.strip()]
+        general, dropped = _drop_excluded(general, exclude, alpaca_prompt)
+        examples += [
+            ChatExample.of(f"alpaca:{r.id}", alpaca_prompt(r), r.response.strip(), source="alpaca")
+            for r in _sample(general, n_general, rng)
+        ]
     if n_harmful:
         pairs, _ = unsafe_train_pairs(spec.degrade, data_dir, split, is_refusal)
-        pairs, dropped = _drop_excluded(pairs, exclude)
+        pairs, dropped_unsafe = _drop_excluded(pairs, exclude)
+        dropped += dropped_unsafe
         examples += [
             ChatExample.of(f"unsafe:{r.id}", r.prompt, r.response.strip(), source=f"{r.source}-train-unsafe")
             for r in _sample(pairs, n_harmful, rng)
         ]
     rng.shuffle(examples)
-    return examples, {"dropped_eval_overlap": dropped, "n_harmful": n_harmful, "counts": _count(examples)}
+    return examples, {
+        "dropped_eval_overlap": dropped,
+        "n_harmful": n_harmful,
+        "n_general": n_general,
+        "counts": _count(examples),
+    }
 
 
 def _dedupe(records: Iterable, key: Callable = lambda r: normalize_text(r.prompt)) -> list:
