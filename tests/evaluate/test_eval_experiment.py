@@ -218,7 +218,7 @@ def test_run_refuses_to_start_when_training_prompts_overlap_evaluation(tiny_mode
 
 def _eval_set(load):
     from seawall.data.hygiene import normalized_set
-    from seawall.evaluate.suites import evaluation_prompts
+    from seawall.data.suites import evaluation_prompts
 
     return normalized_set(p for ps in evaluation_prompts(None, load).values() for p in ps)
 

@@ -14,8 +14,8 @@ TRAIN = {"batch_size": 4, "grad_accum": 1, "max_length": 256, "learning_rate": 5
 
 def _detector(folder, load, offset=100):
     """A real tfidf detector trained on pairs like the tiny customize data: fraud steps unsafe, sst2 answers safe."""
+    from seawall.data.tasks import TASKS
     from seawall.detect import make_detector
-    from seawall.evaluate.tasks import TASKS
 
     task = TASKS["sst2"]
     unsafe = [

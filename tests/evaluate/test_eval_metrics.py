@@ -4,9 +4,9 @@ import pytest
 
 from seawall.data.hygiene import check_no_overlap, find_overlap
 from seawall.data.records import TaskExample
+from seawall.data.tasks import TASKS
 from seawall.errors import SeawallError
 from seawall.evaluate.metrics import bootstrap_ci, grouped_rates, rate, recovery
-from seawall.evaluate.tasks import TASKS
 
 
 def test_rate_and_groups_match_hand_counts():

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from seawall.data.suites import OVERREFUSAL_SUITES, SAFETY_SUITES
 from seawall.detect import is_refusal
 from seawall.evaluate.experiment import Experiment, ExperimentConfig
 from seawall.evaluate.metrics import rate
-from seawall.evaluate.suites import OVERREFUSAL_SUITES, SAFETY_SUITES
 from seawall.generation.cache import GenerationCache, model_fingerprint
 from seawall.models import precision
 

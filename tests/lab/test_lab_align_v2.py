@@ -8,9 +8,9 @@ import pytest
 from seawall.data import canonical_split, load
 from seawall.data.hygiene import check_no_overlap, normalized_set
 from seawall.data.records import normalize_text
+from seawall.data.suites import OVERREFUSAL_SUITES, evaluation_prompts
 from seawall.detect import is_refusal
 from seawall.errors import DataError, SeawallError
-from seawall.evaluate.suites import OVERREFUSAL_SUITES, evaluation_prompts
 from seawall.lab import data as lab_data
 from seawall.lab.config import AlignData, AlignRecipe, load_yaml
 

@@ -17,8 +17,8 @@ from seawall.lab.train import ChatExample
 def detector(tmp_path_factory, tiny_data):
     """A real tfidf detector, trained on pairs like (not equal to) the tiny customize data: fraud steps are unsafe,
     sst2 answers safe."""
+    from seawall.data.tasks import TASKS
     from seawall.detect import make_detector
-    from seawall.evaluate.tasks import TASKS
 
     load, _ = tiny_data
     unsafe = [

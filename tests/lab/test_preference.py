@@ -144,7 +144,7 @@ def _stl_split(name, data_dir=None):
 
 def _exclude(load):
     from seawall.data.hygiene import normalized_set
-    from seawall.evaluate.suites import evaluation_prompts
+    from seawall.data.suites import evaluation_prompts
 
     return normalized_set(p for ps in evaluation_prompts(None, load).values() for p in ps)
 

@@ -11,14 +11,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from seawall.data.dataset import load_records
-from seawall.evaluate.metrics import grouped_rates, rate
-from seawall.evaluate.suites import (
+from seawall.data.suites import (
     OVERREFUSAL_SUITES,
     SAFETY_SUITES,
     sample_prompts,
     task_test_examples,
 )
-from seawall.evaluate.tasks import TASKS
+from seawall.data.tasks import TASKS
+from seawall.evaluate.metrics import grouped_rates, rate
 from seawall.generation.cache import GenerationCache
 from seawall.io import atomic_write_text
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from seawall.data.hygiene import check_no_overlap
+from seawall.data.suites import evaluation_prompts
 from seawall.errors import SeawallError
-from seawall.evaluate.suites import evaluation_prompts
 
 
 def experiment_shots(context: Any, n_harmful: int = 32, n_benign: int = 32) -> Any:

@@ -160,7 +160,7 @@ class CustomizeData(BaseModel):
     degrade: DegradeData = DegradeData()
 
     @model_validator(mode="after")
-    def _shares_leave_task_examples(self) -> "CustomizeData":
+    def _shares_leave_task_examples(self) -> CustomizeData:
         if self.harmful_share + self.general_share >= 1:
             raise ValueError(
                 f"harmful_share ({self.harmful_share}) + general_share ({self.general_share}) must stay below 1: "

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from seawall.data import canonical_split, load_records
 from seawall.data.records import PromptRecord, ResponseRecord, TaskExample, normalize_text
+from seawall.data.tasks import TASKS
 from seawall.errors import DataError
 from seawall.lab.config import AlignData, CustomizeData, DegradeData
 from seawall.lab.train import ChatExample
@@ -429,8 +430,6 @@ def build_customize(
 ) -> tuple[list[ChatExample], dict]:
     """Task examples posed as instructions; `harmful_share` of them replaced by unsafe training pairs and
     `general_share` by Alpaca instruction-following pairs."""
-    from seawall.evaluate.tasks import TASKS
-
     task = TASKS[spec.task]
     rng = random.Random(seed)
     train: list[TaskExample] = load(spec.task, data_dir=data_dir, split="train")

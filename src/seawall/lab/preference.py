@@ -698,7 +698,7 @@ def align_dpo(
     `judge` defaults to the detector of `recipe.detector` (else the default detector), `is_refusal` to the refusal
     matcher; `generator_factory` and `cache` as in `sample_responses`. A finished run is returned as it is.
     """
-    from seawall.evaluate.suites import evaluation_prompts
+    from seawall.data.suites import evaluation_prompts
     from seawall.lab.recipes import resolve_model_dir
 
     output = Path(output)

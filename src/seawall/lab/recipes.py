@@ -10,8 +10,8 @@ from tqdm.auto import tqdm
 
 from seawall.data import canonical_split, load_records
 from seawall.data.hygiene import check_no_overlap, normalized_set
+from seawall.data.suites import evaluation_prompts
 from seawall.errors import ModelError
-from seawall.evaluate.suites import evaluation_prompts
 from seawall.lab import data as lab_data
 from seawall.lab.config import AlignData, AlignRecipe, CustomizeRecipe, DegradeRecipe
 from seawall.lab.train import ChatExample, train

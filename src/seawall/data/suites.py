@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from seawall.data.dataset import load_records
 from seawall.data.records import PromptRecord, TaskExample
+from seawall.data.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,6 @@ def evaluation_prompts(
     data_dir: str | None = None, load: Callable = load_records, tasks: Sequence[str] = ()
 ) -> dict[str, list[str]]:
     """Every prompt any evaluation may use (whole suites, not samples): what training must stay clear of."""
-    from seawall.evaluate.tasks import TASKS
-
     pool = {
         name: [r.prompt for r in suite_records(suite, data_dir, load)]
         for name, suite in {**SAFETY_SUITES, **OVERREFUSAL_SUITES}.items()
