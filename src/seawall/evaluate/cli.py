@@ -164,12 +164,15 @@ def run(
 
 @app.command()
 def report(
-    run_dir: str = typer.Argument(..., help="Run folder holding results.json."),
+    source: str = typer.Argument(..., help="A results.json, or a run folder holding one."),
     output: str | None = typer.Option(
-        None, "--output", "-o", help="Markdown path (default RUN_DIR/REPORT.md)."
+        None,
+        "--output",
+        "-o",
+        help="Markdown path (default: REPORT.md beside a run's results.json, NAME.md beside NAME.results.json).",
     ),
 ) -> None:
-    """Markdown table and PNG plots (safety–utility scatter, per-category HRR, SafeGene layers) from results.json."""
+    """Markdown tables and PNG plots (safety–utility, per-category HRR, SafeGene layers) from a results.json alone."""
     from seawall.evaluate.report import write_report
 
-    typer.echo(str(write_report(run_dir, output)))
+    typer.echo(str(write_report(source, output)))

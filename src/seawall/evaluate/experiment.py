@@ -18,10 +18,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from seawall.data import canonical_split, load_records
+from seawall.data.suites import OVERREFUSAL_SUITES, SAFETY_SUITES
 from seawall.errors import SeawallError
 from seawall.evaluate.harness import Decoding, Evaluator, write_rows
 from seawall.evaluate.metrics import recovery
-from seawall.evaluate.suites import OVERREFUSAL_SUITES, SAFETY_SUITES
 from seawall.io import atomic_write_json
 from seawall.lab import recipes
 from seawall.lab.config import (
@@ -338,9 +338,15 @@ class Experiment:
         results = {
             "name": self.config.name,
             "config": self.config.model_dump(mode="json"),
+            # The report names the suites from here: the list in the code may have grown since the run.
+            "suites": {"safety": list(SAFETY_SUITES), "overrefusal": list(OVERREFUSAL_SUITES)},
             "complete": complete,
             "rows": rows,
         }
+        # The report's layer plot reads the shared safety adapter's scores from here, not from the run folder.
+        manifest = self.root / "safety-adapter" / "safegene.json"
+        if manifest.exists() and (scores := json.loads(manifest.read_text()).get("layer_scores")):
+            results["safegene_layer_scores"] = scores
         atomic_write_json(self.root / "results.json", results)
         return results
 
@@ -361,7 +367,9 @@ class Experiment:
             ("degraded", self.degraded),
         ):
             reference[label] = self.measure_model(label, model_dir(), self.tasks)
-            rows.append(_row(reference[label], model=label))
+            rows.append(
+                {**_row(reference[label], model=label), "category_hrr": _category_hrr(reference[label])}
+            )
             self._write_results(rows, complete=False)
         aligned_hrr = {j: v["hrr"]["rate"] for j, v in reference["aligned"]["safety"]["judges"].items()}
         for task in self.tasks:
@@ -376,6 +384,8 @@ class Experiment:
                     row = _row(result, model="target", task=task, harmful_share=share, method=method.name)
                     row["method_wall_s"] = record.get("wall_s")
                     row["method_peak_rss_mib"] = record.get("peak_rss_mib")
+                    if coefficients := (record.get("report") or {}).get("coefficients"):
+                        row["method_coefficients"] = coefficients  # SafeGene's fitted α per layer group
                     target_rows.append(row)
                     fill_recoveries(target_rows, aligned_hrr)
                     rows.append(row)
@@ -409,6 +419,14 @@ def _row(result: dict, **keys: Any) -> dict:
     row["eval_dtype"] = result.get("dtype")
     row["eval_dir"] = result["label"]
     return row
+
+
+def _category_hrr(result: dict) -> dict[str, dict[str, float]]:
+    """HRR per `suite:category` under each judge (the report's per-category plot)."""
+    return {
+        judge: {category: values["rate"] for category, values in measured["per_category"].items()}
+        for judge, measured in result["safety"]["judges"].items()
+    }
 
 
 def _detector_id(folder: str | None) -> str | None:
