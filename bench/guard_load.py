@@ -6,13 +6,17 @@ and through the proxy in the same run, so the ratio is proxy / direct on the sam
 Also measures the streaming trade-off (check interval / hold-back vs time to first text and leaked characters).
 The proxy's detector is the `refusal` matcher by default (the proxy's own cost); `--detector DIR` uses a trained
 detector folder instead (an encoder scores with its bf16 copy on CPUs with bf16 units, see `seawall detect bench`),
-so the figures include one real detector call per request. The 1-, 5- and 15-minute load averages before and after
-are recorded and printed, with a loud warning when the machine was busy at the start.
+so the figures include one real detector call per request. `--batch-wait-ms` / `--max-batch` set the proxy's
+micro-batching of concurrent detector calls (default: the ServerConfig defaults; `--batch-wait-ms 0` turns it off).
+The 1-, 5- and 15-minute load averages before and after are recorded and printed, with a loud warning when the
+machine was busy at the start.
 Writes bench/results/guard_load.json; `python scripts/guard_report.py` turns it into docs/results/guard.md.
 
     PYTHONPATH=src python bench/guard_load.py [--requests 400] [--rounds 3] [--baseline-src OLD/src]
     PYTHONPATH=src python bench/guard_load.py --detector ~/.cache/seawall/detectors/default \
         --requests 200 --out bench/results/guard_load_encoder.json
+    PYTHONPATH=src python bench/guard_load.py --detector ~/.cache/seawall/detectors/default --batch-wait-ms 0 \
+        --requests 200 --out bench/results/guard_load_encoder_unbatched.json
     PYTHONPATH=src python bench/guard_load.py --audit-synchronous FULL --out bench/results/guard_load_full.json
     PYTHONPATH=src python scripts/guard_report.py bench/results/guard_load.json docs/results/guard.md \
         bench/results/guard_load_full.json
@@ -42,7 +46,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from seawall.detect.bench import load_average, warn_if_busy
-from seawall.guard import Guard, Policy, StreamGuard, StreamPolicy
+from seawall.guard import Guard, Policy, ServerConfig, StreamGuard, StreamPolicy
 from seawall.io import atomic_write_json
 
 ANSWER = "I'm sorry, but I can't help with that request. Here is some general safety information instead."
@@ -234,9 +238,12 @@ def detector_info(detector: str) -> dict:
 
 
 def start_proxy(
-    tmp: Path, name: str, upstream: str, src: Path, synchronous: str, detector: str
+    tmp: Path, name: str, upstream: str, src: Path, synchronous: str, detector: str, batching: dict
 ) -> tuple[Process, Path]:
-    """A `seawall guard serve` process (from the source tree `src`) with its own audit log."""
+    """A `seawall guard serve` process (from the source tree `src`) with its own audit log.
+
+    `batching` (batch_wait_ms, max_batch) is added to its config as given (empty: the proxy's defaults).
+    """
     port, db = free_port(), tmp / f"audit-{name}.sqlite"
     config = {
         "upstream_url": upstream + "/v1",
@@ -246,6 +253,7 @@ def start_proxy(
         "audit_db": str(db),
         "max_concurrency": 256,
         "audit_synchronous": synchronous,
+        **batching,
     }
     (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config))
     argv = [sys.executable, "-m", "seawall", "guard", "serve", "-c", str(tmp / f"{name}.yaml")]
@@ -270,6 +278,15 @@ def main() -> None:
         default="refusal",
         help="The proxies' detector: `refusal` (default) or a trained detector folder, e.g. an encoder.",
     )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        help="The proxy's batch_wait_ms: concurrent checks within it share one detector call (0: off). "
+        "Default: the ServerConfig default. Not passed to --baseline-src, whose config may not know it.",
+    )
+    parser.add_argument(
+        "--max-batch", type=int, help="The proxy's max_batch (pairs per shared detector call)."
+    )
     parser.add_argument("--out", default="bench/results/guard_load.json")
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -279,6 +296,11 @@ def main() -> None:
     load_before = load_average()
     busy = warn_if_busy(load_before, "guard load bench")
     detector = detector_info(args.detector)
+    batching = {
+        key: value
+        for key, value in (("batch_wait_ms", args.batch_wait_ms), ("max_batch", args.max_batch))
+        if value is not None
+    }
     targets = ["direct", "proxy"] + (["baseline"] if args.baseline_src else [])
     runs: dict[tuple[int, str], list[dict]] = {}
     logged: dict[str, int] = {}
@@ -294,7 +316,13 @@ def main() -> None:
         for name in targets[1:]:
             src = SRC if name == "proxy" else args.baseline_src.resolve()
             process, dbs[name] = start_proxy(
-                tmp, name, urls["direct"], src, args.audit_synchronous, args.detector
+                tmp,
+                name,
+                urls["direct"],
+                src,
+                args.audit_synchronous,
+                args.detector,
+                batching if name == "proxy" else {},
             )
             urls[name] = stack.enter_context(process)
             pids[name] = process.proc.pid
@@ -344,7 +372,9 @@ def main() -> None:
     for name, count in logged.items():
         print(f"{name}: decisions logged {count} / requests sent {sent}")
     load_after = load_average()
-    print(f"detector {detector}; load average (1, 5, 15 min) before {load_before}, after {load_after}")
+    print(
+        f"detector {detector}; proxy batching {batching or 'ServerConfig defaults'}; load average (1, 5, 15 min) before {load_before}, after {load_after}"
+    )
     if busy:
         print("!! the machine was busy at the start: timings are upper bounds, ratios hold better")
     stream = []
@@ -368,6 +398,11 @@ def main() -> None:
         "upstream": "FastAPI + uvicorn in its own process on 127.0.0.1, constant answer",
         "proxy": "`seawall guard serve` in its own process; load client (httpx) in the bench process",
         "audit_synchronous": args.audit_synchronous,
+        # The proxy's effective micro-batching (the baseline runs with its own source tree's behaviour).
+        "batching": {
+            key: batching.get(key, ServerConfig.model_fields[key].default)
+            for key in ("batch_wait_ms", "max_batch")
+        },
         "requests_per_round": args.requests,
         "rounds": args.rounds,
         "baseline_src": str(args.baseline_src) if args.baseline_src else None,

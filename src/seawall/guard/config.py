@@ -122,6 +122,15 @@ class ServerConfig(BaseModel):
     classify_workers: int = Field(
         1, ge=1, description="Detector threads of /v1/classify, apart from those checking proxied answers."
     )
+    batch_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        description="Concurrent checks arriving within this many milliseconds of the first share one detector "
+        "call (0: one call per check).",
+    )
+    max_batch: int = Field(
+        32, ge=1, description="Pairs one shared detector call may hold; a full batch is scored at once."
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Upstream time limit; exceeded → 504.")
     audit: str | None = Field(
         None,
@@ -164,6 +173,11 @@ class ServerConfig(BaseModel):
             raise ValueError(
                 f"host {self.host!r} is reachable from other machines and no API keys are set: that is an open "
                 "proxy; set api_keys_file or api_keys_env, or allow_open: true (--allow-open) if it is intended"
+            )
+        if self.batch_wait_ms / 1000 >= self.policy.timeout_s:
+            raise ValueError(
+                f"batch_wait_ms {self.batch_wait_ms:g} is not below the detector time limit policy.timeout_s "
+                f"{self.policy.timeout_s:g}s: every check would time out while its batch gathers"
             )
         if self.audit and self.audit_db:
             raise ValueError("set either audit (a postgresql:// URL or an SQLite path) or audit_db, not both")

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from seawall import __version__
+from seawall.guard.batching import MicroBatcher
 from seawall.guard.config import Policy
 
 log = logging.getLogger("seawall.guard")
@@ -146,14 +147,53 @@ class Guard:
         _warn_unreachable_rules(detector, self.policy)
         # Detector calls run on worker threads so a hung detector can be timed out (the thread is abandoned).
         self._threads = DetectorThreads(workers)
+        # Off until `with_batching`: every check is its own detector call.
+        self.batch_wait_ms, self.max_batch = 0.0, 1
+        self._batcher: MicroBatcher | None = None
+        self.on_detector_call: Callable[[int], None] | None = None
 
     def with_own_threads(self, workers: int, name: str = "seawall-detector") -> Guard:
-        """The same detector and policy on separate worker threads, so one caller's load cannot starve another."""
+        """The same detector and policy on separate worker threads, so one caller's load cannot starve another.
+
+        Batching settings carry over, with a batcher of its own feeding the new threads.
+        """
         other = copy.copy(self)
         other._threads = DetectorThreads(workers, name)
+        other._batcher = other._new_batcher()
         return other
 
+    def with_batching(
+        self, wait_ms: float, max_batch: int, on_detector_call: Callable[[int], None] | None = None
+    ) -> Guard:
+        """The same guard (same threads) with concurrent checks gathered for up to `wait_ms` or `max_batch` pairs
+        and scored in one detector call; `wait_ms` 0 keeps one call per check. `on_detector_call(pairs)` is told
+        the size of every detector call (e.g. for a metric)."""
+        other = copy.copy(self)
+        other.batch_wait_ms, other.max_batch = wait_ms, max_batch
+        other.on_detector_call = on_detector_call
+        other._batcher = other._new_batcher()
+        return other
+
+    def _new_batcher(self) -> MicroBatcher | None:
+        if self.batch_wait_ms <= 0:
+            return None
+        return MicroBatcher(
+            self._score,
+            self._threads.submit,
+            self.batch_wait_ms,
+            self.max_batch,
+            f"{self._threads.name}-batch",
+        )
+
+    def _submit(self, pairs: list[tuple[str, str]]) -> Future:
+        """A future of (scores, categories): through the batcher when batching, else one call of its own."""
+        if self._batcher is not None:
+            return self._batcher.submit(pairs)
+        return self._threads.submit(self._score, pairs)
+
     def _score(self, pairs: list[tuple[str, str]]) -> tuple[list[float], list[str | None]]:
+        if self.on_detector_call is not None:
+            self.on_detector_call(len(pairs))
         proba = self.detector.predict_proba(pairs)
         scores = [float(row[1]) for row in proba]
         if len(scores) != len(pairs):
@@ -235,11 +275,12 @@ class Guard:
         return [self._decide(s, c, latency) for s, c in zip(scores, categories, strict=True)]
 
     def check_batch(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
-        """Verdicts for many pairs in one detector call (one shared time limit)."""
+        """Verdicts for many pairs in one detector call (one shared time limit); with batching, that call may also
+        score other concurrent checks."""
         pairs = [(str(p), str(r)) for p, r in pairs]
         start = time.perf_counter()
         try:
-            future = self._threads.submit(self._score, pairs)
+            future = self._submit(pairs)
             return self._finish(pairs, future.result(timeout=self.policy.timeout_s), start)
         except FutureTimeout:
             future.cancel()
@@ -258,8 +299,9 @@ class Guard:
         pairs = [(str(p), str(r)) for p, r in pairs]
         start = time.perf_counter()
         try:
-            future = asyncio.wrap_future(self._threads.submit(self._score, pairs))
-            # On timeout wait_for cancels the future, which also drops the call if it is still queued.
+            future = asyncio.wrap_future(self._submit(pairs))
+            # On timeout wait_for cancels the future, which also drops the call (or the check from its batch)
+            # if it is still queued.
             result = await asyncio.wait_for(future, timeout=self.policy.timeout_s)
             return self._finish(pairs, result, start)
         except TimeoutError:
@@ -274,5 +316,8 @@ class Guard:
         return (await self.acheck_batch([(prompt, response)]))[0]
 
     def close(self) -> None:
-        """Release the worker threads (does not wait for a hung detector; later checks fail as errors)."""
+        """Release the batcher and the worker threads (does not wait for a hung detector; later checks fail as
+        errors)."""
+        if self._batcher is not None:
+            self._batcher.close()
         self._threads.close()

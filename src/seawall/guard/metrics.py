@@ -1,4 +1,4 @@
-"""Prometheus text exposition (format 0.0.4), hand-written: counters with labels and one histogram."""
+"""Prometheus text exposition (format 0.0.4), hand-written: counters with labels and two histograms."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import threading
 from collections import defaultdict
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
@@ -15,8 +16,35 @@ def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     return "{" + ",".join(f'{n}="{v}"' for n, v in zip(names, escaped, strict=True)) + "}"
 
 
+class _Histogram:
+    """Cumulative buckets, sum and count of one unlabelled histogram (the caller holds the lock)."""
+
+    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...], sum_format: str) -> None:
+        self.name, self.help_text, self.buckets, self.sum_format = name, help_text, buckets, sum_format
+        self.counts = [0] * len(buckets)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.buckets):
+            if value <= bound:
+                self.counts[i] += 1
+        self.sum += value
+        self.count += 1
+
+    def lines(self) -> list[str]:
+        name = self.name
+        lines = [f"# HELP {name} {self.help_text}", f"# TYPE {name} histogram"]
+        for bound, count in zip(self.buckets, self.counts, strict=True):
+            lines.append(f'{name}_bucket{{le="{bound:g}"}} {count}')
+        lines.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
+        lines.append(f"{name}_sum {self.sum:{self.sum_format}}")
+        lines.append(f"{name}_count {self.count}")
+        return lines
+
+
 class Metrics:
-    """The guard's counters and detector latency histogram; `render()` gives the /metrics body."""
+    """The guard's counters, detector latency and detector batch-size histograms; `render()` gives /metrics."""
 
     COUNTERS = {  # noqa: RUF012
         "seawall_requests_total": ("Requests received, by endpoint and HTTP status.", ("endpoint", "status")),
@@ -33,9 +61,15 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, dict[tuple[str, ...], float]] = defaultdict(lambda: defaultdict(float))
-        self._hist = [0] * len(LATENCY_BUCKETS_S)
-        self._hist_sum = 0.0
-        self._hist_count = 0
+        self._latency = _Histogram(
+            "seawall_detector_latency_seconds", "Detector latency per check.", LATENCY_BUCKETS_S, ".6f"
+        )
+        self._batch = _Histogram(
+            "seawall_detector_batch_pairs",
+            "Pairs scored per detector call (concurrent checks share a call when batching is on).",
+            BATCH_BUCKETS,
+            "g",
+        )
 
     def inc(self, name: str, *labels: str, value: float = 1.0) -> None:
         """Add to a counter."""
@@ -45,11 +79,12 @@ class Metrics:
     def observe_detector(self, seconds: float) -> None:
         """Record one detector latency."""
         with self._lock:
-            for i, bound in enumerate(LATENCY_BUCKETS_S):
-                if seconds <= bound:
-                    self._hist[i] += 1
-            self._hist_sum += seconds
-            self._hist_count += 1
+            self._latency.observe(seconds)
+
+    def observe_detector_batch(self, pairs: int) -> None:
+        """Record the size of one detector call."""
+        with self._lock:
+            self._batch.observe(pairs)
 
     def render(self) -> str:
         """The Prometheus text format."""
@@ -59,11 +94,6 @@ class Metrics:
                 lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
                 for values, count in sorted(self._counts[name].items()):
                     lines.append(f"{name}{_labels(label_names, values)} {count:g}")
-            name = "seawall_detector_latency_seconds"
-            lines += [f"# HELP {name} Detector latency per check.", f"# TYPE {name} histogram"]
-            for bound, count in zip(LATENCY_BUCKETS_S, self._hist, strict=True):
-                lines.append(f'{name}_bucket{{le="{bound:g}"}} {count}')
-            lines.append(f'{name}_bucket{{le="+Inf"}} {self._hist_count}')
-            lines.append(f"{name}_sum {self._hist_sum:.6f}")
-            lines.append(f"{name}_count {self._hist_count}")
+            lines += self._latency.lines()
+            lines += self._batch.lines()
         return "\n".join(lines) + "\n"

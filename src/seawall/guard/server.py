@@ -227,11 +227,15 @@ class GuardApp:
     """State shared by the handlers: config, guards, upstream, audit log, metrics, keys, in-flight count."""
 
     def __init__(self, config: ServerConfig, guard: Guard, upstream: Any, audit: AuditLog, keys: list[bytes]):
-        self.config, self.guard, self.upstream, self.audit, self.keys = config, guard, upstream, audit, keys
-        # /v1/classify runs on its own detector threads: its batches (and its hung calls) cannot starve the
-        # checks of proxied answers.
-        self.classify_guard = guard.with_own_threads(config.classify_workers, "seawall-classify")
+        self.config, self.upstream, self.audit, self.keys = config, upstream, audit, keys
         self.metrics = Metrics()
+        # Concurrent checks (streamed windows included) share detector calls; every call's size is a metric.
+        self.guard = guard.with_batching(
+            config.batch_wait_ms, config.max_batch, self.metrics.observe_detector_batch
+        )
+        # /v1/classify runs on its own detector threads (and batcher): its batches (and its hung calls) cannot
+        # starve the checks of proxied answers.
+        self.classify_guard = self.guard.with_own_threads(config.classify_workers, "seawall-classify")
         self.in_flight = 0
 
     def authorize(self, request: Request) -> None:
@@ -365,6 +369,7 @@ def create_app(
 ) -> FastAPI:
     """The proxy app around ready-made parts (see `build_app` to make them from a config); it closes them all."""
     state = GuardApp(config, guard, upstream, audit, keys)
+    guard = state.guard  # the batching copy (same detector threads): every handler below checks through it
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
