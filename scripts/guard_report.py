@@ -54,6 +54,16 @@ def leak_reading(tradeoff: list[dict]) -> str:
     return sentence
 
 
+def batching_line(settings: dict) -> str:
+    """The proxy's micro-batching settings that the benchmark recorded, as one line of the page."""
+    listed = ", ".join(
+        f"`{key}` {value:g}" if isinstance(value, int | float) else f"`{key}` {value}"
+        for key, value in settings.items()
+    )
+    off = " (off: one detector call per check)" if settings.get("batch_wait_ms") == 0 else ""
+    return f"Proxy micro-batching: {listed}{off}."
+
+
 def load_table(data: dict, src: str) -> list[str]:
     """The load section of one benchmark JSON."""
     has_base = bool(data.get("baseline_src"))
@@ -76,9 +86,10 @@ def load_table(data: dict, src: str) -> list[str]:
         f"{data['machine']['load_avg_1m'][0]} / {data['machine']['load_avg_1m'][1]} on {data['machine']['cpus']} "
         "CPUs shared with other jobs, so absolute numbers are noisy; compare columns within a row.",
         "",
-        head,
-        rule,
     ]
+    if "batching" in data:  # recorded since the benchmark had the option; older runs have no line
+        lines += [batching_line(data["batching"]), ""]
+    lines += [head, rule]
     for r in data["load"]:
         d, p = r["direct"], r["proxy"]
         line = (

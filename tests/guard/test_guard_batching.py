@@ -30,7 +30,8 @@ def text_score(response: str) -> float:
 
 
 class RecordingDetector:
-    """Implements the detector contract, scoring each pair by `text_score`; records the size of every call."""
+    """Implements the detector contract, scoring each pair by `text_score`; records the size of every call and
+    the most calls that ran at once."""
 
     threshold_ = 0.5
     detector_id = "recording-test-1"
@@ -38,19 +39,52 @@ class RecordingDetector:
     def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
         self.delay_s, self.fail = delay_s, fail
         self.sizes: list[int] = []
+        self.running = self.peak_running = 0
         self._lock = threading.Lock()
 
     def predict_proba(self, pairs):
         with self._lock:
             self.sizes.append(len(pairs))
+            self.running += 1
+            self.peak_running = max(self.peak_running, self.running)
+        try:
+            self.pause()
+            if self.fail:
+                raise RuntimeError("detector exploded")
+            p = np.array([text_score(response) for _, response in pairs])
+            return np.stack([1 - p, p], axis=1)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def pause(self) -> None:
+        """The time one call takes."""
         time.sleep(self.delay_s)
-        if self.fail:
-            raise RuntimeError("detector exploded")
-        p = np.array([text_score(response) for _, response in pairs])
-        return np.stack([1 - p, p], axis=1)
 
     def predict_category(self, pairs, scores, threshold):
         return ["Physical harm" if score >= threshold else None for score in scores]
+
+
+# A hung call of HangingDetector returns after this long at the latest, so no test leaves a thread behind for ever.
+HANG_LIMIT_S = 30.0
+
+
+class HangingDetector(RecordingDetector):
+    """A RecordingDetector whose calls made while `hanging` is true hang until `release` is set (each counted in
+    `hung_calls`); `started` is set by every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hanging = True
+        self.hung_calls = 0
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def pause(self) -> None:
+        self.started.set()
+        if self.hanging:
+            with self._lock:
+                self.hung_calls += 1
+            self.release.wait(HANG_LIMIT_S)
 
 
 def request_content(i: int) -> str:
@@ -104,6 +138,12 @@ def decisions(db: str) -> dict[str, sqlite3.Row]:
     by_id = {row["request_id"]: row for row in rows}
     assert len(by_id) == len(rows), "a decision was logged twice"
     return by_id
+
+
+def abandoned_metric(metrics: str) -> int:
+    """seawall_detector_batches_abandoned_total in a /metrics body (absent: none yet)."""
+    found = re.search(r"^seawall_detector_batches_abandoned_total (\S+)$", metrics, re.M)
+    return int(float(found.group(1))) if found else 0
 
 
 def batch_metric(metrics: str) -> tuple[int, float]:
@@ -253,3 +293,118 @@ def test_batch_wait_must_stay_below_the_detector_time_limit():
     with pytest.raises(ValueError, match="batch_wait_ms 500 is not below"):
         ServerConfig(batch_wait_ms=500, policy=Policy(timeout_s=0.5))
     assert ServerConfig(batch_wait_ms=0).batch_wait_ms == 0
+
+
+def test_max_inflight_batches_must_be_at_least_one():
+    with pytest.raises(ValueError, match="max_inflight_batches"):
+        ServerConfig(max_inflight_batches=0)
+    assert ServerConfig().max_inflight_batches == 1
+
+
+def expected_action(content: str) -> str:
+    return "block" if UNSAFE_WORD in content else "allow"
+
+
+@pytest.mark.parametrize("max_inflight", [1, 2])
+def test_at_most_max_inflight_batches_run_at_once_and_later_batches_grow(
+    tmp_path, upstream_url, max_inflight
+):
+    detector = RecordingDetector(delay_s=0.05)
+    # The upstream answers the first request at once and the others together 0.1 s later: the first check is
+    # scored alone, the others arrive in a burst (the upstream echoes `sleep:` prompts, unsafe word included).
+    contents = [request_content(0)] + [f"sleep:0.1:{request_content(i)}" for i in range(1, REQUESTS)]
+    with proxy(
+        tmp_path,
+        upstream_url + "/v1",
+        detector=detector,
+        batch_wait_ms=1,
+        max_inflight_batches=max_inflight,
+    ) as (url, db, _):
+        answers = send_together(url, contents, [False] * REQUESTS)
+    assert detector.peak_running <= max_inflight
+    assert sum(detector.sizes) == REQUESTS
+    # The burst's checks that arrive while a batch is scored gather for the next one.
+    assert detector.sizes[0] == 1 and max(detector.sizes[1:], default=0) > 1, detector.sizes
+    rows = decisions(db)
+    for content, (rid, _) in zip(contents, answers, strict=True):
+        assert rows[rid]["error"] is None and rows[rid]["action"] == expected_action(content)
+
+
+def test_checks_arriving_while_a_batch_is_scored_wait_and_go_as_the_next_batch():
+    detector = HangingDetector()
+    guard = Guard(detector).with_batching(10, max_batch=32)
+    later = [f"later {i}" + " z" * i for i in range(5)] + [f"the {UNSAFE_WORD}"]
+
+    async def run():
+        first = asyncio.ensure_future(guard.acheck("q", "first"))
+        await asyncio.to_thread(detector.started.wait, HANG_LIMIT_S)
+        rest = [asyncio.ensure_future(guard.acheck("q", r)) for r in later]
+        await asyncio.sleep(0.3)  # every later check has been submitted and its 10 ms window has long closed
+        waited = list(detector.sizes)
+        detector.hanging = False
+        detector.release.set()
+        return waited, await first, await asyncio.gather(*rest)
+
+    waited, first, rest = asyncio.run(run())
+    guard.close()
+    assert waited == [1]  # while the first call ran, the later checks only gathered
+    assert detector.sizes == [1, len(later)] and detector.peak_running == 1
+    assert first.error is None and first.action == "allow"
+    assert [v.score for v in rest] == pytest.approx([text_score(r) for r in later])
+    assert [v.action for v in rest] == ["allow"] * 5 + ["block"]
+
+
+def test_a_check_given_up_while_queued_behind_a_hung_call_is_never_scored():
+    detector = HangingDetector()
+    abandoned = []
+    # One detector thread: once the hung call's slot is given up, the next batch queues for that thread.
+    guard = Guard(detector, Policy(timeout_s=0.3), workers=1).with_batching(
+        10, max_batch=32, on_abandoned=lambda: abandoned.append(1)
+    )
+    hung = guard.check("q", "first")
+    queued = guard.check("q", "second")
+    for verdict in (hung, queued):
+        assert verdict.action == "block" and "timeout" in verdict.error
+    detector.hanging = False
+    detector.release.set()
+    recovered = guard.check("q", "third")  # the thread is free again: scored normally
+    guard.close()
+    assert recovered.error is None and recovered.score == pytest.approx(text_score("third"))
+    assert detector.sizes == [1, 1]  # the hung call and the last: "second" was given up before its turn
+    assert (
+        abandoned
+    )  # the hung call gave its slot up (else "second" had queued in the batcher, also unscored)
+
+
+def test_a_hung_detector_fails_checks_closed_and_its_slot_goes_to_the_next_batch(tmp_path, upstream_url):
+    detector = HangingDetector()
+    timeout_s = 1.0
+    with proxy(
+        tmp_path,
+        upstream_url + "/v1",
+        detector=detector,
+        policy={"timeout_s": timeout_s},
+        batch_wait_ms=20,
+        max_inflight_batches=1,
+    ) as (url, db, _):
+        hung_contents = [request_content(i) for i in range(4)]
+        start = time.perf_counter()
+        hung = send_together(url, hung_contents, [False] * len(hung_contents))
+        hung_s = time.perf_counter() - start
+        # The detector answers new calls now, but the hung ones never return: only their given-up slots let
+        # the next batch through.
+        detector.hanging = False
+        answered_contents = [request_content(i) for i in range(4, 8)]
+        answered = send_together(url, answered_contents, [False] * len(answered_contents))
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        detector.release.set()  # the hung calls return: their results go to no one
+        time.sleep(0.1)
+        after = send_together(url, [request_content(9)], [False])
+    assert hung_s < timeout_s + 4  # answered by their own time limit, not by the hung detector
+    rows = decisions(db)  # one decision per request: the late results of the hung calls wrote none
+    assert set(rows) == {rid for rid, _ in hung + answered + after}
+    for rid, text in hung:
+        assert rows[rid]["action"] == "block" and "timeout" in rows[rid]["error"] and text == DEFAULT_REFUSAL
+    for content, (rid, _) in zip([*answered_contents, request_content(9)], answered + after, strict=True):
+        assert rows[rid]["error"] is None and rows[rid]["action"] == expected_action(content)
+    assert detector.hung_calls >= 1 and abandoned_metric(metrics) == detector.hung_calls

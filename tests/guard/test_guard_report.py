@@ -51,3 +51,32 @@ def test_baseline_is_not_cited_by_a_machine_local_path(tmp_path):
     assert "/tmp/guard-before" not in page and "outside the repository" in page
     inside = {**measured, "baseline_src": str(ROOT / "src")}
     assert "changes, from `src`, run" in render(tmp_path, inside)
+
+
+def test_each_run_shows_its_recorded_batching_and_older_runs_render_as_before(tmp_path):
+    measured = json.loads((ROOT / "bench" / "results" / "guard_load.json").read_text())
+    measured.pop("batching", None)
+    before = render(tmp_path, measured)
+    assert "micro-batching" not in before
+    batched = {**measured, "batching": {"batch_wait_ms": 2.0, "max_batch": 32, "max_inflight_batches": 1}}
+    unbatched = {**measured, "batching": {"batch_wait_ms": 0.0, "max_batch": 32}}
+    sources = [tmp_path / "batched.json", tmp_path / "unbatched.json", tmp_path / "old.json"]
+    for path, data in zip(sources, [batched, unbatched, measured], strict=True):
+        path.write_text(json.dumps(data))
+    out = tmp_path / "runs.md"
+    report_module().main(*(str(path) for path in [*sources[:1], out, *sources[1:]]))
+    lines = out.read_text().splitlines()
+    shown = [line for line in lines if "micro-batching" in line]
+    assert shown == [
+        "Proxy micro-batching: `batch_wait_ms` 2, `max_batch` 32, `max_inflight_batches` 1.",
+        "Proxy micro-batching: `batch_wait_ms` 0, `max_batch` 32 (off: one detector call per check).",
+    ]
+    # Each line sits in its own run's section (the old run's has none), just above that run's table.
+    for line, src in zip(shown, sources, strict=False):
+        at = lines.index(line)
+        heading = max(i for i in range(at) if lines[i].startswith("## "))
+        assert f"(`{src}`)" in lines[heading] and lines[at + 2].startswith("| concurrency")
+    # Apart from that line (and the blank after it), a run's page is the one its JSON without the key gives.
+    page = render(tmp_path, batched).splitlines()
+    at = page.index(shown[0])
+    assert page[at + 1] == "" and page[:at] + page[at + 2 :] == before.splitlines()

@@ -1,14 +1,26 @@
-"""Micro-batching: concurrent checks gathered for a few milliseconds and scored in one detector call.
+"""Dynamic micro-batching: concurrent checks share one detector call, and one batch is scored at a time.
 
 A CPU encoder costs nearly as much for one short pair as for eight, so checks that reach the detector one at a time
-wait for each other's calls; gathered, they share one. The first check to arrive opens a batch; the batch is closed
-`wait_ms` later, or as soon as it holds `max_batch` pairs, and scored on the guard's detector threads (so a hung
-call can still be timed out and abandoned). Each check gets its own slice of the scores back; an exception in the
-shared call is every check's exception (each then fails closed, or open, by its guard's policy).
+wait for each other's calls; gathered, they share one. And two batches scored at once only compete for the same
+cores, so, as Triton's and TorchServe's dynamic batchers do, at most `max_inflight` batches are being scored: checks
+that arrive meanwhile gather (up to `max_batch` pairs) and go as the next batch the moment a slot is free.
+
+The first check to arrive opens a batch; the batch is closed `wait_ms` later, or as soon as it holds `max_batch`
+pairs, and, once a slot is free, scored on the guard's detector threads (so a hung call can still be timed out).
+Each check gets its own slice of the scores back; an exception in the shared call is every check's exception (each
+then fails closed, or open, by its guard's policy). A check whose caller gave up (cancelled its future) before the
+detector call started is left out of it, and a call whose every check was given up is not made.
+
+A hung call must not hold its slot for ever: every check's caller waits at most `timeout_s`, so once the newest
+check of a running batch is `timeout_s` old, nobody waits for that batch any more. It is then abandoned: its slot
+goes to the next batch, `on_abandoned()` is told (a metric) and a warning is logged. The call itself cannot be
+stopped; it keeps its detector thread until it returns, and its late result goes to no one.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -16,11 +28,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+log = logging.getLogger("seawall.guard")
+
 Pair = tuple[str, str]
 Scored = tuple[list[float], list[str | None]]  # scores and categories, one each per pair
 
-# A collector thread with nothing to gather exits after this long (started again by the next check), so a guard
-# dropped without close() does not keep a thread, and through it the detector, alive.
+# A collector thread with nothing to gather or watch exits after this long (started again by the next check), so
+# a guard dropped without close() does not keep a thread, and through it the detector, alive.
 IDLE_EXIT_S = 5.0
 
 
@@ -31,8 +45,15 @@ class _Check:
     arrived: float = field(default_factory=time.monotonic)
 
 
+@dataclass
+class _Running:
+    pairs: int
+    abandon_at: float  # when the newest check's caller has stopped waiting
+
+
 class MicroBatcher:
-    """Gathers the pairs of concurrent `submit` calls into one `score` call run through `run_on_thread`."""
+    """Gathers the pairs of concurrent `submit` calls into `score` calls run through `run_on_thread`, at most
+    `max_inflight` at a time; a call still running when its checks' callers have all timed out frees its slot."""
 
     def __init__(
         self,
@@ -40,24 +61,31 @@ class MicroBatcher:
         run_on_thread: Callable[..., Future],
         wait_ms: float,
         max_batch: int,
+        timeout_s: float,
         name: str = "seawall-batcher",
+        max_inflight: int = 1,
+        on_abandoned: Callable[[], None] | None = None,
     ) -> None:
-        if wait_ms <= 0 or max_batch < 1:
+        if wait_ms <= 0 or max_batch < 1 or max_inflight < 1 or timeout_s <= 0:
             raise ValueError(
-                f"micro-batching needs wait_ms > 0 and max_batch >= 1, got {wait_ms} and {max_batch}"
+                "micro-batching needs wait_ms > 0, max_batch >= 1, max_inflight >= 1 and timeout_s > 0, got "
+                f"{wait_ms}, {max_batch}, {max_inflight} and {timeout_s}"
             )
         self.score, self.run_on_thread = score, run_on_thread
         self.wait_s, self.max_batch, self.name = wait_ms / 1000, max_batch, name
+        self.timeout_s, self.max_inflight, self.on_abandoned = timeout_s, max_inflight, on_abandoned
         self._cond = threading.Condition()
         self._pending: deque[_Check] = deque()
         self._pending_pairs = 0
+        self._running: dict[int, _Running] = {}  # by slot number: the batches holding a slot
+        self._slot_numbers = itertools.count()
         self._collector: threading.Thread | None = None
         self.closed = False
 
     def submit(self, pairs: list[Pair]) -> Future:
         """A future of (scores, categories) for `pairs`, resolved when the batch holding them has been scored.
 
-        Cancelling it before its batch is closed leaves its pairs out of the batch.
+        Cancelling it before its batch's detector call starts leaves its pairs out of the call.
         """
         check = _Check(pairs, Future())
         with self._cond:
@@ -86,26 +114,56 @@ class MicroBatcher:
     def _collect(self) -> None:
         while True:
             with self._cond:
-                idle_until = time.monotonic() + IDLE_EXIT_S
-                while not self._pending and not self.closed:
-                    left = idle_until - time.monotonic()
-                    if left <= 0:
-                        self._collector = None
-                        return
-                    self._cond.wait(left)
-                if self.closed:
-                    return
-                deadline = self._pending[0].arrived + self.wait_s
-                while self._pending_pairs < self.max_batch and not self.closed:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-                if self.closed:
+                if not self._wait_for_batch():
                     return
                 batch = self._take()
-            if batch:
-                self._dispatch(batch)
+                if not batch:
+                    continue  # every check gathered was given up
+                slot = next(self._slot_numbers)
+                newest = max(check.arrived for check in batch)
+                self._running[slot] = _Running(
+                    sum(len(check.pairs) for check in batch), newest + self.timeout_s
+                )
+            self._dispatch(slot, batch)
+
+    def _wait_for_batch(self) -> bool:
+        """Wait (holding the lock) until the gathered checks may go: their window closed or the batch full, and a
+        slot free; meanwhile abandon running batches nobody waits for. False: closed, or idle (the thread ends)."""
+        idle_until = time.monotonic() + IDLE_EXIT_S
+        while not self.closed:
+            now = time.monotonic()
+            self._abandon_overdue(now)
+            wake_at = [running.abandon_at for running in self._running.values()]
+            if self._pending:
+                window_end = self._pending[0].arrived + self.wait_s
+                if self._pending_pairs < self.max_batch and now < window_end:
+                    wake_at.append(window_end)
+                elif len(self._running) < self.max_inflight:
+                    return True
+                # else: a slot is released by a finished call (which notifies) or by abandonment (a wake time)
+            if self._pending or self._running:
+                idle_until = now + IDLE_EXIT_S
+            else:
+                wake_at.append(idle_until)
+                if now >= idle_until:
+                    self._collector = None
+                    return False
+            self._cond.wait(min(wake_at) - now)
+        return False
+
+    def _abandon_overdue(self, now: float) -> None:
+        for slot, running in list(self._running.items()):
+            if now >= running.abandon_at:
+                del self._running[slot]
+                log.warning(
+                    "a detector call of %d pairs is still running %gs after its newest check arrived: every "
+                    "check in it has timed out, so its batch slot goes to the next batch (the call keeps its "
+                    "detector thread until it returns)",
+                    running.pairs,
+                    self.timeout_s,
+                )
+                if self.on_abandoned is not None:
+                    self.on_abandoned()
 
     def _take(self) -> list[_Check]:
         """The oldest checks up to `max_batch` pairs (a larger check alone), minus those cancelled meanwhile."""
@@ -117,26 +175,38 @@ class MicroBatcher:
                 break
             self._pending.popleft()
             self._pending_pairs -= len(check.pairs)
-            if check.future.set_running_or_notify_cancel():
+            if not check.future.cancelled():
                 batch.append(check)
                 size += len(check.pairs)
         return batch
 
-    def _dispatch(self, batch: list[_Check]) -> None:
+    def _release(self, slot: int) -> None:
+        with self._cond:
+            # An abandoned batch's slot was given away already.
+            if self._running.pop(slot, None) is not None:
+                self._cond.notify_all()
+
+    def _dispatch(self, slot: int, batch: list[_Check]) -> None:
         try:
             call = self.run_on_thread(self._score_batch, batch)
         except Exception as error:  # the detector threads are closed
+            self._release(slot)
             _fail(batch, error)
             return
 
-        def dropped(future: Future) -> None:
+        def finished(future: Future) -> None:
+            self._release(slot)
             # Cancelled while queued for a thread (the threads were closed): its checks must still get an answer.
             if future.cancelled():
                 _fail(batch, RuntimeError("the guard is closed"))
 
-        call.add_done_callback(dropped)
+        call.add_done_callback(finished)
 
     def _score_batch(self, batch: list[_Check]) -> None:
+        # Checks given up while the batch waited for a thread are not scored; nor is a batch of only those.
+        batch = [check for check in batch if check.future.set_running_or_notify_cancel()]
+        if not batch:
+            return
         try:
             scores, categories = self.score([pair for check in batch for pair in check.pairs])
         except BaseException as error:

@@ -131,6 +131,13 @@ class ServerConfig(BaseModel):
     max_batch: int = Field(
         32, ge=1, description="Pairs one shared detector call may hold; a full batch is scored at once."
     )
+    max_inflight_batches: int = Field(
+        1,
+        ge=1,
+        description="Shared detector calls running at once (per batcher); checks arriving meanwhile gather, up "
+        "to max_batch, for the next call. A call still running when its checks have all timed out gives up its "
+        "slot (seawall_detector_batches_abandoned_total).",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Upstream time limit; exceeded → 504.")
     audit: str | None = Field(
         None,

@@ -148,9 +148,10 @@ class Guard:
         # Detector calls run on worker threads so a hung detector can be timed out (the thread is abandoned).
         self._threads = DetectorThreads(workers)
         # Off until `with_batching`: every check is its own detector call.
-        self.batch_wait_ms, self.max_batch = 0.0, 1
+        self.batch_wait_ms, self.max_batch, self.max_inflight_batches = 0.0, 1, 1
         self._batcher: MicroBatcher | None = None
         self.on_detector_call: Callable[[int], None] | None = None
+        self.on_batch_abandoned: Callable[[], None] | None = None
 
     def with_own_threads(self, workers: int, name: str = "seawall-detector") -> Guard:
         """The same detector and policy on separate worker threads, so one caller's load cannot starve another.
@@ -163,14 +164,22 @@ class Guard:
         return other
 
     def with_batching(
-        self, wait_ms: float, max_batch: int, on_detector_call: Callable[[int], None] | None = None
+        self,
+        wait_ms: float,
+        max_batch: int,
+        on_detector_call: Callable[[int], None] | None = None,
+        *,
+        max_inflight: int = 1,
+        on_abandoned: Callable[[], None] | None = None,
     ) -> Guard:
         """The same guard (same threads) with concurrent checks gathered for up to `wait_ms` or `max_batch` pairs
-        and scored in one detector call; `wait_ms` 0 keeps one call per check. `on_detector_call(pairs)` is told
-        the size of every detector call (e.g. for a metric)."""
+        and scored in one detector call, at most `max_inflight` such calls at a time (checks arriving meanwhile
+        gather for the next one); `wait_ms` 0 keeps one call per check. `on_detector_call(pairs)` is told the size
+        of every detector call, `on_abandoned()` of every call that outlived its checks' time limit and gave up
+        its slot (e.g. for metrics)."""
         other = copy.copy(self)
-        other.batch_wait_ms, other.max_batch = wait_ms, max_batch
-        other.on_detector_call = on_detector_call
+        other.batch_wait_ms, other.max_batch, other.max_inflight_batches = wait_ms, max_batch, max_inflight
+        other.on_detector_call, other.on_batch_abandoned = on_detector_call, on_abandoned
         other._batcher = other._new_batcher()
         return other
 
@@ -182,7 +191,10 @@ class Guard:
             self._threads.submit,
             self.batch_wait_ms,
             self.max_batch,
+            self.policy.timeout_s,
             f"{self._threads.name}-batch",
+            max_inflight=self.max_inflight_batches,
+            on_abandoned=self.on_batch_abandoned,
         )
 
     def _submit(self, pairs: list[tuple[str, str]]) -> Future:

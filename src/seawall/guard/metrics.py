@@ -51,6 +51,11 @@ class Metrics:
         "seawall_verdicts_total": ("Guard decisions, by action and category.", ("action", "category")),
         "seawall_upstream_errors_total": ("Upstream failures, by kind.", ("kind",)),
         "seawall_detector_failures_total": ("Detector errors and timeouts (fail-closed or fail-open).", ()),
+        "seawall_detector_batches_abandoned_total": (
+            "Shared detector calls still running when all their checks had timed out: their slot went to the "
+            "next batch (the call keeps its detector thread until it returns).",
+            (),
+        ),
         "seawall_dropped_fields_total": (
             "Upstream answer fields not passed on (unchecked or blocked), by part of the answer.",
             ("field",),

@@ -229,9 +229,14 @@ class GuardApp:
     def __init__(self, config: ServerConfig, guard: Guard, upstream: Any, audit: AuditLog, keys: list[bytes]):
         self.config, self.upstream, self.audit, self.keys = config, upstream, audit, keys
         self.metrics = Metrics()
-        # Concurrent checks (streamed windows included) share detector calls; every call's size is a metric.
+        # Concurrent checks (streamed windows included) share detector calls, max_inflight_batches at a time;
+        # every call's size is a metric, and so is every hung call that gave up its slot.
         self.guard = guard.with_batching(
-            config.batch_wait_ms, config.max_batch, self.metrics.observe_detector_batch
+            config.batch_wait_ms,
+            config.max_batch,
+            self.metrics.observe_detector_batch,
+            max_inflight=config.max_inflight_batches,
+            on_abandoned=lambda: self.metrics.inc("seawall_detector_batches_abandoned_total"),
         )
         # /v1/classify runs on its own detector threads (and batcher): its batches (and its hung calls) cannot
         # starve the checks of proxied answers.
