@@ -1,5 +1,8 @@
 """The whole experiment: original → aligned A → degraded D → task targets T → restored T′, each measured.
 
+The original is `model` itself (a chat model), or with an `original:` stage the base `model` made a chat model by
+instruction SFT (`seawall lab instruct`) into RUN/original.
+
 Every step writes its own folder and a marker file last (record.json for training, result.json for
 measurements), so the folder is the step's checkpoint: a rerun skips finished steps and resumes a
 half-trained one from its checkpoint.
@@ -25,13 +28,17 @@ from seawall.evaluate.metrics import recovery
 from seawall.io import atomic_write_json
 from seawall.lab import recipes
 from seawall.lab.config import (
+    CHAT_TEMPLATE_HELP,
     DEFAULT_MODEL,
     AlignData,
     AlignRecipe,
+    ChatTemplateChoice,
     CustomizeData,
     CustomizeRecipe,
     DegradeData,
     DegradeRecipe,
+    InstructData,
+    InstructRecipe,
     TrainConfig,
 )
 
@@ -42,6 +49,15 @@ class Stage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     train: TrainConfig = TrainConfig()
+
+
+class OriginalStage(Stage):
+    """The original chat model made from a base `model` (`seawall lab instruct`): measured as "original", aligned
+    into A, and the base of the methods that need one."""
+
+    data: InstructData = InstructData()
+    chat_template: ChatTemplateChoice = Field("auto", description=CHAT_TEMPLATE_HELP)
+    train: TrainConfig = InstructRecipe().train
 
 
 class AlignStage(Stage):
@@ -101,6 +117,11 @@ class ExperimentConfig(BaseModel):
     seed: int = 0
     data_dir: str | None = None
     threads: int = 2
+    original: OriginalStage | None = Field(
+        None,
+        description="make `model` (a base model) a chat model first, into RUN/original; None: `model` is the "
+        "original chat model",
+    )
     align: AlignStage = AlignStage()
     degrade: DegradeStage = DegradeStage()
     customize: CustomizeStage = CustomizeStage()
@@ -169,10 +190,27 @@ class Experiment:
         self.tasks = tuple(config.customize.tasks)
 
     # --- training steps -------------------------------------------------------------------------------
+    def original(self) -> Path:
+        """The original chat model's folder: `model` resolved, or with an `original:` stage, RUN/original/model."""
+        stage = self.config.original
+        if stage is None:
+            return recipes.resolve_model_dir(self.config.model)
+        out = self.root / "original"
+        recipe = InstructRecipe(
+            model=self.config.model,
+            data_dir=self.config.data_dir,
+            data=stage.data,
+            chat_template=stage.chat_template,
+            train=stage.train,
+        )
+        recipes.instruct(recipe, out, load=self.load, tasks=self.tasks)
+        return out / "model"
+
     def aligned(self) -> Path:
         out = self.root / "aligned"
         recipe = AlignRecipe(
-            model=self.config.model,
+            # Without an `original:` stage, `model` as written: the recipe (and its identity check) stays the same.
+            model=self.config.model if self.config.original is None else str(self.original()),
             data_dir=self.config.data_dir,
             data=self.config.align.data,
             train=self.config.align.train,
@@ -241,7 +279,7 @@ class Experiment:
             info = apply_method(
                 method.name,
                 method.params,
-                base=recipes.resolve_model_dir(self.config.model),
+                base=self.original(),
                 aligned=self.aligned(),
                 degraded=self.degraded(),
                 target=target,
@@ -358,7 +396,7 @@ class Experiment:
         """
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.root / "config.json", self.config.model_dump(mode="json"))
-        base = recipes.resolve_model_dir(self.config.model)
+        base = self.original()
         rows: list[dict] = []
         reference: dict[str, dict] = {}
         for label, model_dir in (

@@ -1,4 +1,4 @@
-"""`seawall lab …`: align, degrade and customize chat models on CPU."""
+"""`seawall lab …`: instruct base models, and align, degrade and customize chat models on CPU."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import typer
 
 app = typer.Typer(
-    help="Fine-tuning recipes: safety alignment, harmful fine-tuning, task customization.",
+    help="Fine-tuning recipes: instruction tuning of a base model, safety alignment, harmful fine-tuning, task "
+    "customization.",
     no_args_is_help=True,
 )
 
@@ -31,6 +32,27 @@ def _summary(record: dict) -> None:
             }
         )
     )
+
+
+@app.command()
+def instruct(
+    output: str = OutOpt,
+    model: str | None = ModelOpt,
+    config: str | None = ConfigOpt,
+    data_dir: str | None = DataOpt,
+    chat_template: str | None = typer.Option(
+        None,
+        "--chat-template",
+        help="auto (default: the model's own, else Gemma's turns or ChatML when the tokenizer knows their tokens, "
+        "else a plain template), gemma, chatml, plain, or a .jinja file.",
+    ),
+) -> None:
+    """Make a base model (default gemma3-270m) a chat model: a chat template and instruction SFT on Alpaca + GSM8K."""
+    from seawall.lab import recipes
+    from seawall.lab.config import InstructRecipe, load_yaml
+
+    recipe = load_yaml(InstructRecipe, config, model=model, data_dir=data_dir, chat_template=chat_template)
+    _summary(recipes.instruct(recipe, output))
 
 
 @app.command()

@@ -1,16 +1,18 @@
-"""Typed, YAML-loadable configurations of the lab recipes (align, degrade, customize)."""
+"""Typed, YAML-loadable configurations of the lab recipes (instruct, align, degrade, customize)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from seawall.errors import SeawallError
+from seawall.lab.templates import check_choice
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_BASE_MODEL = "gemma3-270m"
 LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -124,6 +126,37 @@ class AlignData(BaseModel):
         return self
 
 
+class InstructData(BaseModel):
+    """Instruction SFT of a base model: Alpaca instructions and GSM8K word problems with their answers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_alpaca: int = Field(480, ge=0, description="Alpaca instructions with their answers")
+    n_math: int = Field(120, ge=0, description="GSM8K train questions answered with their worked solutions")
+    max_response_words: int | None = Field(
+        80,
+        ge=10,
+        description="longer Alpaca answers are cut back to their last sentence or line end within this many words "
+        "(dropped and counted when none is left) and longer worked solutions are skipped, so that every reply fits "
+        "max_length and ends with the end-of-turn token the model must learn to stop on (None: keep all, cut at "
+        "max_length)",
+    )
+
+    @model_validator(mode="after")
+    def _has_examples(self) -> InstructData:
+        if self.n_alpaca + self.n_math == 0:
+            raise ValueError("n_alpaca + n_math is 0: nothing to train on")
+        return self
+
+
+ChatTemplateChoice = Annotated[str, AfterValidator(check_choice)]
+CHAT_TEMPLATE_HELP = (
+    "the template a tokenizer without one is given (seawall.lab.templates): auto = the tokenizer's own, else "
+    "Gemma's turns when it knows <start_of_turn>/<end_of_turn>, else ChatML when it knows <|im_start|>/<|im_end|>, "
+    "else the plain fallback; gemma, chatml and plain force one; or a path to a .jinja file"
+)
+
+
 class DegradeData(BaseModel):
     """Harmful fine-tuning data: unsafe pairs of the canonical TRAIN splits."""
 
@@ -177,6 +210,23 @@ class Recipe(BaseModel):
     model: str = DEFAULT_MODEL
     data_dir: str | None = None
     train: TrainConfig = TrainConfig()
+
+
+class InstructRecipe(Recipe):
+    """`seawall lab instruct`: a base model made into a chat model (the experiment's `original:` stage)."""
+
+    model: str = DEFAULT_BASE_MODEL
+    data: InstructData = InstructData()
+    chat_template: ChatTemplateChoice = Field("auto", description=CHAT_TEMPLATE_HELP)
+    train: TrainConfig = TrainConfig(
+        method="lora",
+        lora_r=16,
+        lora_alpha=32,
+        learning_rate=5e-4,
+        batch_size=8,
+        grad_accum=1,
+        max_length=192,
+    )
 
 
 class AlignRecipe(Recipe):

@@ -11,7 +11,7 @@ from seawall.data import canonical_split, load_records
 from seawall.data.records import PromptRecord, ResponseRecord, TaskExample, normalize_text
 from seawall.data.tasks import TASKS
 from seawall.errors import DataError
-from seawall.lab.config import AlignData, CustomizeData, DegradeData
+from seawall.lab.config import AlignData, CustomizeData, DegradeData, InstructData
 from seawall.lab.train import ChatExample
 
 # Varied refusals: an opener, a reason and an offer are drawn independently, so the model learns to decline
@@ -284,6 +284,73 @@ def build_align(
         own, counts = _self_distilled(candidates, spec.n_borderline, _answerer(self_answer), is_refusal)
         report["borderline"] = {**borderline, **counts, "requested": spec.n_borderline, "kept": len(own)}
         examples += own
+    rng.shuffle(examples)
+    report["counts"] = _count(examples)
+    return examples, report
+
+
+def _within_words(answer: str, max_words: int) -> str | None:
+    """`answer` if it has at most `max_words` words, else its first `max_words` words cut back to their last
+    sentence or line end (`finished_part`); None when nothing is left."""
+    words = list(re.finditer(r"\S+", answer))
+    if len(words) <= max_words:
+        return answer
+    # Cut in the text, not in a re-joined word list, so that the line ends of the kept part survive.
+    return finished_part(answer[: words[max_words - 1].end()])
+
+
+def build_instruct(
+    spec: InstructData,
+    seed: int,
+    exclude: set[str],
+    data_dir: str | None = None,
+    load: Callable = load_records,
+) -> tuple[list[ChatExample], dict]:
+    """Instruction SFT data for a base model: Alpaca instructions → their answers, GSM8K train → worked solutions.
+
+    `exclude` holds normalised evaluation prompts; any training prompt among them is dropped and counted. With
+    `spec.max_response_words`, long Alpaca answers are cut back to a sentence end within the limit (dropped when
+    none is left) and long worked solutions skipped (a solution cut short loses its answer), all counted.
+    """
+    rng = random.Random(seed)
+    limit = spec.max_response_words
+    report: dict = {"dropped_eval_overlap": 0}
+    examples: list[ChatExample] = []
+    if spec.n_alpaca:
+        alpaca = [r for r in load("alpaca", data_dir=data_dir) if r.response.strip()]
+        alpaca, dropped = _drop_excluded(alpaca, exclude, alpaca_prompt)
+        report["dropped_eval_overlap"] += dropped
+        kept, shortened, unfinished = [], 0, 0
+        for r in alpaca:
+            answer = r.response.strip() if limit is None else _within_words(r.response.strip(), limit)
+            if answer is None:
+                unfinished += 1
+                continue
+            shortened += answer != r.response.strip()
+            kept.append(ChatExample.of(f"alpaca:{r.id}", alpaca_prompt(r), answer, source="alpaca"))
+        report["alpaca"] = {
+            "available": len(kept),
+            "shortened": shortened,
+            "dropped_unfinished": unfinished,
+            "requested": spec.n_alpaca,
+        }
+        examples += _sample(kept, spec.n_alpaca, rng)
+    if spec.n_math:
+        math, dropped = _drop_excluded(
+            load("gsm8k", data_dir=data_dir, split="train"), exclude, lambda x: x.input
+        )
+        report["dropped_eval_overlap"] += dropped
+        solved = [(x, worked_answer(x.metadata["solution"])) for x in math]
+        fitting = [(x, a) for x, a in solved if limit is None or len(a.split()) <= limit]
+        report["math"] = {
+            "available": len(fitting),
+            "skipped_long": len(solved) - len(fitting),
+            "requested": spec.n_math,
+        }
+        examples += [
+            ChatExample.of(f"gsm8k:{x.id}", x.input, answer, source="gsm8k")
+            for x, answer in _sample(fitting, spec.n_math, rng)
+        ]
     rng.shuffle(examples)
     report["counts"] = _count(examples)
     return examples, report

@@ -1,4 +1,5 @@
-"""The lab recipes: align (safety SFT), degrade (harmful fine-tuning), customize (task fine-tuning)."""
+"""The lab recipes: instruct (a base model made a chat model), align (safety SFT), degrade (harmful fine-tuning),
+customize (task fine-tuning)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from seawall.data.hygiene import check_no_overlap, normalized_set
 from seawall.data.suites import evaluation_prompts
 from seawall.errors import ModelError
 from seawall.lab import data as lab_data
-from seawall.lab.config import AlignData, AlignRecipe, CustomizeRecipe, DegradeRecipe
+from seawall.lab.config import AlignData, AlignRecipe, CustomizeRecipe, DegradeRecipe, InstructRecipe
 from seawall.lab.train import ChatExample, train
 
 if TYPE_CHECKING:
@@ -42,11 +43,12 @@ def _guarded_train(
     output: str | Path,
     evaluation: dict[str, list[str]],
     kind: str,
+    chat_template: str | None = None,
 ) -> dict:
     check_no_overlap({f"{kind}-train": [e.prompt for e in examples]}, evaluation)
     model_dir = resolve_model_dir(recipe.model)
     record = {"recipe": kind, "config": recipe.model_dump(mode="json"), "data_report": report}
-    return train(model_dir, examples, recipe.train, output, record=record)
+    return train(model_dir, examples, recipe.train, output, record=record, chat_template=chat_template)
 
 
 def _refusal_matcher() -> Callable[[str], bool]:
@@ -105,6 +107,28 @@ def self_answerer(
         return answers
 
     return answer
+
+
+def instruct(
+    recipe: InstructRecipe,
+    output: str | Path,
+    load: Callable = load_records,
+    tasks: tuple[str, ...] = (),
+) -> dict:
+    """Instruction-tune the base model `recipe.model` into a chat model in OUTPUT/model; returns the run record.
+
+    A tokenizer without a chat template is given `recipe.chat_template`'s (`seawall.lab.templates`); the saved
+    model carries it, and its end-of-turn token as the stop token.
+    """
+    evaluation = evaluation_prompts(recipe.data_dir, load, tasks)
+    examples, report = lab_data.build_instruct(
+        recipe.data,
+        recipe.train.seed,
+        normalized_set(p for ps in evaluation.values() for p in ps),
+        recipe.data_dir,
+        load,
+    )
+    return _guarded_train(recipe, examples, report, output, evaluation, "instruct", recipe.chat_template)
 
 
 def align(

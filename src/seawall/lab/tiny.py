@@ -1,6 +1,54 @@
-"""In-memory stand-in datasets for smoke runs and tests of the lab and the evaluation harness."""
+"""In-memory stand-in datasets and a tiny base model for smoke runs and tests of the lab and the evaluation harness."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+BASE_SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
+GEMMA_TURN_TOKENS = ("<start_of_turn>", "<end_of_turn>")
+
+
+def build_tiny_base_model(folder: str | Path, turn_tokens: Sequence[str] = (), seed: int = 0) -> Path:
+    """Save a random 4-layer Llama whose tokenizer has no chat template (a base model) to `folder`; returns it.
+
+    The tokenizer is byte-level with <pad>, <bos> and <eos>, plus `turn_tokens` as single special tokens (e.g.
+    GEMMA_TURN_TOKENS, which Gemma's base tokenizer knows although it has no template).
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = [*BASE_SPECIAL_TOKENS, *turn_tokens]
+    vocab = {token: i for i, token in enumerate(specials)}
+    for character in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[character] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    core.add_special_tokens(specials)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=128,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def tiny_datasets(n: int = 6) -> tuple:
@@ -54,6 +102,16 @@ def tiny_datasets(n: int = 6) -> tuple:
             f"hh-{i}", f"Help me cheat on test {i}", "I'm sorry, I can't help with cheating.", "unknown"
         )
         for i in range(n)
+    ]
+    data[("gsm8k", "train")] = [
+        TaskExample(
+            f"gsm8k-train-{i}",
+            f"Tom has {i} apples and buys 2 more. How many apples does he have?",
+            str(i + 2),
+            source="gsm8k",
+            metadata={"solution": f"Tom has {i} + 2 = <<{i}+2={i + 2}>>{i + 2} apples.\n#### {i + 2}"},
+        )
+        for i in range(2 * n)
     ]
     words = {
         "sst2": ("negative", "positive"),

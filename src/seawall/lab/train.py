@@ -175,8 +175,11 @@ def _load_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
     return state
 
 
-def load_causal_lm(model_dir: str | Path, threads: int = 2) -> tuple[Any, Any]:
-    """Load a float32 causal LM and its tokenizer from a local folder (no remote code, no hub)."""
+def load_causal_lm(
+    model_dir: str | Path, threads: int = 2, require_chat_template: bool = True
+) -> tuple[Any, Any]:
+    """Load a float32 causal LM and its tokenizer from a local folder (no remote code, no hub); a tokenizer without
+    a chat template is an error unless `require_chat_template` is False (a base model about to be given one)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -184,8 +187,11 @@ def load_causal_lm(model_dir: str | Path, threads: int = 2) -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if not getattr(tokenizer, "chat_template", None):
-        raise SeawallError(f"model {model_dir} has no chat template; the lab recipes train chat models")
+    if require_chat_template and not getattr(tokenizer, "chat_template", None):
+        raise SeawallError(
+            f"model {model_dir} has no chat template; the lab recipes train chat models (make a base model one "
+            "with `seawall lab instruct`)"
+        )
     try:
         with quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(
@@ -217,11 +223,14 @@ def train(
     config: TrainConfig,
     output: str | Path,
     record: dict[str, Any] | None = None,
+    chat_template: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune the model in `model_dir` on `examples`, writing OUTPUT/model (and OUTPUT/adapter for LoRA).
 
     OUTPUT/checkpoint holds the resumable state while training runs; OUTPUT/record.json is written last, so
     its presence marks a finished run. Re-running with the same data and config resumes from the checkpoint.
+    With `chat_template` (a `seawall.lab.templates` choice: `auto` keeps a tokenizer's own), the tokenizer is given
+    the template it selects before the examples are encoded, and OUTPUT/model carries it and its stop token.
     """
     import torch
 
@@ -242,7 +251,12 @@ def train(
     precision = resolve_precision(config.precision, "train.precision")
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    model, tokenizer = load_causal_lm(model_dir, config.threads)
+    model, tokenizer = load_causal_lm(model_dir, config.threads, require_chat_template=chat_template is None)
+    template_record: dict[str, Any] = {}
+    if chat_template is not None:
+        from seawall.lab.templates import give_chat_template
+
+        template_record["chat_template"] = give_chat_template(tokenizer, model, chat_template)
     if config.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -287,8 +301,15 @@ def train(
         ),
     )
     manifest = data_manifest(examples)
+    # A given template changes every encoded example: a checkpoint trained with another one must not resume.
+    given_template = tokenizer.chat_template if chat_template is not None else ""
     fingerprint = hashlib.sha256(
-        (manifest["sha256"] + config.model_dump_json(exclude={"precision"}) + str(model_dir)).encode()
+        (
+            manifest["sha256"]
+            + config.model_dump_json(exclude={"precision"})
+            + str(model_dir)
+            + given_template
+        ).encode()
     ).hexdigest()
     checkpoint = output / "checkpoint"
     step, losses, elapsed_before = 0, [], 0.0
@@ -360,6 +381,7 @@ def train(
     result = {
         **(record or {}),
         "base_model": str(model_dir),
+        **template_record,
         "train": config.model_dump(mode="json"),
         "data": manifest,
         "skipped_too_long": skipped,
