@@ -6,8 +6,9 @@ and through the proxy in the same run, so the ratio is proxy / direct on the sam
 Also measures the streaming trade-off (check interval / hold-back vs time to first text and leaked characters).
 The proxy's detector is the `refusal` matcher by default (the proxy's own cost); `--detector DIR` uses a trained
 detector folder instead (an encoder scores with its bf16 copy on CPUs with bf16 units, see `seawall detect bench`),
-so the figures include one real detector call per request. `--batch-wait-ms` / `--max-batch` set the proxy's
-micro-batching of concurrent detector calls (default: the ServerConfig defaults; `--batch-wait-ms 0` turns it off).
+so the figures include one real detector call per request. `--batch-wait-ms`, `--max-batch` and
+`--max-inflight-batches` set the proxy's micro-batching of concurrent detector calls (default: the ServerConfig
+defaults; `--batch-wait-ms 0` turns it off).
 The 1-, 5- and 15-minute load averages before and after are recorded and printed, with a loud warning when the
 machine was busy at the start.
 Writes bench/results/guard_load.json; `python scripts/guard_report.py` turns it into docs/results/guard.md.
@@ -287,6 +288,11 @@ def main() -> None:
     parser.add_argument(
         "--max-batch", type=int, help="The proxy's max_batch (pairs per shared detector call)."
     )
+    parser.add_argument(
+        "--max-inflight-batches",
+        type=int,
+        help="The proxy's max_inflight_batches (detector calls running at once; later checks gather meanwhile).",
+    )
     parser.add_argument("--out", default="bench/results/guard_load.json")
     parser.add_argument("--serve-upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -298,7 +304,11 @@ def main() -> None:
     detector = detector_info(args.detector)
     batching = {
         key: value
-        for key, value in (("batch_wait_ms", args.batch_wait_ms), ("max_batch", args.max_batch))
+        for key, value in (
+            ("batch_wait_ms", args.batch_wait_ms),
+            ("max_batch", args.max_batch),
+            ("max_inflight_batches", args.max_inflight_batches),
+        )
         if value is not None
     }
     targets = ["direct", "proxy"] + (["baseline"] if args.baseline_src else [])
@@ -401,7 +411,7 @@ def main() -> None:
         # The proxy's effective micro-batching (the baseline runs with its own source tree's behaviour).
         "batching": {
             key: batching.get(key, ServerConfig.model_fields[key].default)
-            for key in ("batch_wait_ms", "max_batch")
+            for key in ("batch_wait_ms", "max_batch", "max_inflight_batches")
         },
         "requests_per_round": args.requests,
         "rounds": args.rounds,
