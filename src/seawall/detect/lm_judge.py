@@ -228,7 +228,8 @@ class LMJudgeDetector(Detector):
             else self.lora_targets.split(","),
             task_type="CAUSAL_LM",
         )
-        self.model_ = get_peft_model(self.model_, lora)
+        with quiet_transformers():  # PEFT reads a deprecated transformers property (FutureWarning): debug log
+            self.model_ = get_peft_model(self.model_, lora)
         settings = TrainSettings.from_detector(self)
         dev_enc = encode_dev(self.encode, dev)
         history = train(

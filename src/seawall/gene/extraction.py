@@ -28,6 +28,7 @@ from seawall.gene.modeling import (
 from seawall.gene.shots import Shots
 from seawall.io import atomic_dir, atomic_write_json
 from seawall.models.checkpoint import ShardedWriter, fingerprint, open_checkpoint, require_same_architecture
+from seawall.models.load import quiet_transformers
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -198,7 +199,8 @@ def distill(
     lora_cfg = LoraConfig(
         r=dcfg.rank, lora_alpha=dcfg.rank, target_modules=types, lora_dropout=0.0, bias="none"
     )
-    student = get_peft_model(student_base, lora_cfg)
+    with quiet_transformers():  # PEFT reads a deprecated transformers property (FutureWarning): debug log
+        student = get_peft_model(student_base, lora_cfg)
     trainable = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=dcfg.lr)
     generator = torch.Generator().manual_seed(dcfg.seed)

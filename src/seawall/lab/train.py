@@ -264,16 +264,18 @@ def train(
         targets = [t for t in config.lora_targets if t in present]
         if not targets:
             raise SeawallError(f"none of the LoRA targets {config.lora_targets} exist in {model_dir}")
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                target_modules=targets,
-                task_type="CAUSAL_LM",
-            ),
-        )
+        # PEFT reads transformers' deprecated `is_gradient_checkpointing` (a FutureWarning on every run): debug log.
+        with quiet_transformers():
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=config.lora_r,
+                    lora_alpha=config.lora_alpha,
+                    lora_dropout=config.lora_dropout,
+                    target_modules=targets,
+                    task_type="CAUSAL_LM",
+                ),
+            )
     model.train()
 
     encoded, skipped = [], []
