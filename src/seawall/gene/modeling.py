@@ -26,10 +26,13 @@ def resolve(ref: str | Path) -> Path:
 
 
 def load_causal_lm(ref: str | Path | torch.nn.Module, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """Load a causal LM for CPU/GPU work (eval mode, no grads); a PEFT folder is merged into its base model."""
+    """Load a causal LM for CPU/GPU work (eval mode, no grads); a PEFT folder is merged into its base model.
+
+    Plain folders go through `seawall.models.load_causal_lm` (safetensors only, library noise at debug level)."""
     if isinstance(ref, torch.nn.Module):
         return ref
-    from transformers import AutoModelForCausalLM
+    from seawall.models import load_causal_lm as load_plain
+    from seawall.models.load import quiet_transformers
 
     path = resolve(ref)
     adapter_config = path / "adapter_config.json"
@@ -42,13 +45,11 @@ def load_causal_lm(ref: str | Path | torch.nn.Module, dtype: torch.dtype = torch
         if not (path / "adapter_model.safetensors").is_file():
             raise ModelError(f"{path}: no adapter_model.safetensors (only safetensors adapters are loaded)")
         base = load_causal_lm(base_ref, dtype)
-        model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+        with quiet_transformers():
+            model = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
     else:
-        # Weights from safetensors only: a pickle (pytorch_model.bin) can execute code when loaded.
         try:
-            model = AutoModelForCausalLM.from_pretrained(
-                str(path), dtype=dtype, use_safetensors=True, trust_remote_code=False
-            )
+            model = load_plain(path, dtype)
         except OSError as error:
             raise ModelError(f"{path}: cannot load a causal LM from safetensors ({error})") from error
     model.eval()
