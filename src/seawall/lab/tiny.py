@@ -15,40 +15,12 @@ def build_tiny_base_model(folder: str | Path, turn_tokens: Sequence[str] = (), s
     The tokenizer is byte-level with <pad>, <bos> and <eos>, plus `turn_tokens` as single special tokens (e.g.
     GEMMA_TURN_TOKENS, which Gemma's base tokenizer knows although it has no template).
     """
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from seawall.generation.tiny import byte_level_tokenizer, save_tiny_llama
 
-    specials = [*BASE_SPECIAL_TOKENS, *turn_tokens]
-    vocab = {token: i for i, token in enumerate(specials)}
-    for character in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[character] = len(vocab)
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    core.decoder = decoders.ByteLevel()
-    core.add_special_tokens(specials)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+    tokenizer = byte_level_tokenizer(
+        [*BASE_SPECIAL_TOKENS, *turn_tokens], pad="<pad>", bos="<bos>", eos="<eos>"
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            hidden_size=64,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=128,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=512,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-    )
-    folder = Path(folder)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(folder, tokenizer, seed)
 
 
 def tiny_datasets(n: int = 6) -> tuple:
