@@ -236,3 +236,28 @@ def test_bench_smoke(tmp_path, fitted_encoder, monkeypatch, capsys):
     bench.print_bench(result)
     printed = capsys.readouterr().out
     assert "before [3.0, 2.0, 1.0], after [0.1, 0.2, 0.3]" in printed and "busy at the start" in printed
+
+
+def test_bench_bf16_forced_runs_where_the_cpu_lacks_bf16_units(tmp_path, fitted_encoder, monkeypatch):
+    """--bf16 measures the bf16 variants on any CPU (emulated where bf16_supported() is False), and the record
+    names the CPU and its matrix instruction sets, so a reader knows which machine a table comes from."""
+    from seawall.detect import bench
+
+    folder = fitted_encoder.save(tmp_path / "enc")
+    monkeypatch.setattr(bench, "bf16_supported", lambda: False)
+    without = bench.run_bench(str(folder), n=6, onnx=False, quantize=False, bf16=None)
+    assert {r["variant"] for r in without["runs"]} == {"naive-pipeline", "fast"}
+    forced = bench.run_bench(str(folder), n=6, onnx=False, quantize=False, bf16=True)
+    assert {r["variant"] for r in forced["runs"]} == {
+        "naive-pipeline",
+        "fast",
+        "fast-bf16",
+        "fast-bf16-autocast",
+    }
+    emulated = [r for r in forced["runs"] if r["variant"] == "fast-bf16"]
+    assert all(
+        0 < r["max_abs_prob_diff_vs_fp32"] < 0.05 for r in emulated
+    )  # really bf16, not the fp32 fallback
+    machine = forced["machine"]
+    assert machine["cpu_model"] and machine["bf16_supported"] is False
+    assert set(machine["matrix_isa"]) <= bench.MATRIX_ISA

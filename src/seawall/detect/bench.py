@@ -10,7 +10,8 @@ distribution is the real one (many short and empty responses, some long ones). F
 - fast-int8: the same with dynamic int8 quantization of the linear layers;
 - onnx: the same batches scored by ONNX Runtime (in-memory export, all graph optimizations, same thread count);
 - onnx-int8: ONNX Runtime with only the feed-forward MatMuls in int8 (per-channel), attention in fp32.
-The bf16 variants run only on CPUs with bf16 units (elsewhere bf16 falls back to fp32). The fast paths split a
+The bf16 variants run by default only on CPUs with bf16 units (elsewhere `precision` falls back to fp32);
+`bf16=True` (`--bf16`) runs them anyway, with torch emulating bf16, to measure what that fallback saves. The fast paths split a
 batch further where lengths differ by more than 20% (see `length_sorted_batches`): the naive pipeline gets the same
 chunks of 1 or 32 rows but pads them to max_length, as a plain pipeline call does.
 Latency is per call (one batch); throughput is responses / total seconds. The variants are interleaved chunk by
@@ -38,12 +39,14 @@ from seawall.detect._torch import setup_torch
 from seawall.errors import SeawallError
 from seawall.io import atomic_write_json
 from seawall.models.load import quiet_transformers
-from seawall.models.precision import autocast, bf16_supported
+from seawall.models.precision import CPUINFO, autocast, bf16_supported, cpu_flags
 
 BATCH_SIZES = (1, 32)
 # A 1-minute load average above this at the start means another job shared the CPU: the timings are upper bounds.
 BUSY_LOAD = 0.5
 REFERENCE = "fast"
+# The CPU features that decide which number formats run natively (recorded with every bench).
+MATRIX_ISA = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"})
 
 
 def load_average() -> list[float]:
@@ -82,8 +85,12 @@ def run_bench(
     data_dir: str | None = None,
     out: Path | None = None,
     onnx: bool = True,
+    bf16: bool | None = None,
 ) -> dict[str, Any]:
-    """Measure naive vs fast (and int8) scoring; returns the result and writes it as JSON to `out`."""
+    """Measure naive vs fast (and int8) scoring; returns the result and writes it as JSON to `out`.
+
+    `bf16`: None = the bf16 variants where the CPU has bf16 units; True = always (emulated elsewhere); False = never.
+    """
     import torch
     from transformers import pipeline
 
@@ -137,6 +144,8 @@ def run_bench(
         "machine": {
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
+            "cpu_model": cpu_model(),
+            "matrix_isa": sorted(MATRIX_ISA & cpu_flags()),
             "bf16_supported": bf16_supported(),
         },
         "detector_scoring_path": default_path,  # what this detector's own settings run here
@@ -148,7 +157,10 @@ def run_bench(
     reference = detector.raw_score(pairs)  # warm-up and the fp32 reference
     naive(pairs[:4], 4)
     ref_decisions = _decide(detector, reference)
-    extra = {name: _variant_scorer(detector, name, pairs[:2]) for name in _variant_names(quantize, onnx)}
+    with_bf16 = bf16_supported() if bf16 is None else bf16
+    extra = {
+        name: _variant_scorer(detector, name, pairs[:2]) for name in _variant_names(quantize, onnx, with_bf16)
+    }
     for batch_size in BATCH_SIZES:
         chunks = [pairs[i : i + batch_size] for i in range(0, len(pairs), batch_size)]
         variants: dict[str, Any] = {
@@ -188,8 +200,17 @@ def run_bench(
     return result
 
 
-def _variant_names(quantize: bool, onnx: bool) -> list[str]:
-    names = ["fast-bf16", "fast-bf16-autocast"] if bf16_supported() else []
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or platform.processor() where there is none."""
+    if CPUINFO.is_file():
+        for line in CPUINFO.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _variant_names(quantize: bool, onnx: bool, bf16: bool) -> list[str]:
+    names = ["fast-bf16", "fast-bf16-autocast"] if bf16 else []
     names += ["fast-int8"] if quantize else []
     if onnx:
         names += ["onnx"] + (["onnx-int8"] if quantize else [])
@@ -208,6 +229,12 @@ def _variant_scorer(detector: Any, name: str, warm_up: list[tuple[str, str]]) ->
     runtime, int8, precision = settings[name]
     variant = copy.copy(detector)
     variant.set_params(runtime=runtime, quantize=int8, precision=precision)
+    if name == "fast-bf16" and not bf16_supported():
+        # `precision="bfloat16"` falls back to fp32 here; a bf16 copy scored as is measures torch's emulation.
+        import torch
+
+        variant.set_params(precision="float32")
+        variant.model_ = copy.deepcopy(detector.model_).to(torch.bfloat16).eval()
     mode = "bfloat16" if name == "fast-bf16-autocast" else "float32"
 
     def score(chunk: Any) -> list[float]:

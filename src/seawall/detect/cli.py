@@ -340,13 +340,19 @@ def bench(
     onnx: bool = typer.Option(
         True, "--onnx/--no-onnx", help="Also measure ONNX Runtime (needs seawall[fast])."
     ),
+    bf16: bool | None = typer.Option(
+        None,
+        "--bf16/--no-bf16",
+        help="Measure the bf16 variants (default: only where the CPU has bf16 units; --bf16 elsewhere measures "
+        "torch's emulation).",
+    ),
     data_dir: str | None = typer.Option(None, "--data-dir"),
 ) -> None:
     """Throughput and p50/p95 latency at batch 1 and 32: fast path vs a naive padded pipeline, same run."""
     from seawall.detect.bench import print_bench, run_bench
 
     _quiet_transformers()
-    result = run_bench(model, n=n, quantize=quantize, data_dir=data_dir, out=Path(out), onnx=onnx)
+    result = run_bench(model, n=n, quantize=quantize, data_dir=data_dir, out=Path(out), onnx=onnx, bf16=bf16)
     print_bench(result)
 
 

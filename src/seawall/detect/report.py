@@ -132,7 +132,7 @@ def build_report(results: Path) -> str:
     lines += _targets(runs, results / "bench.json")
     lines += _lora_section(runs)
     lines += _detail_section(runs, results)
-    lines += _bench_section(results / "bench.json")
+    lines += _bench_section(results)
     return "\n".join(lines) + "\n"
 
 
@@ -597,35 +597,36 @@ def _cascade_vs_members(run: dict[str, Any]) -> list[str]:
     ]
 
 
-def _bench_section(path: Path) -> list[str]:
-    if not path.is_file():
+def _machine_sentence(bench: dict[str, Any]) -> str:
+    machine = bench.get("machine", {})
+    cpu = machine.get("cpu_model", "a CPU not recorded")
+    isa = machine.get("matrix_isa")
+    units = "with" if machine.get("bf16_supported") else "without"
+    isa_text = f" ({', '.join(isa)})" if isa else ""
+    before, after = bench.get("load_avg_before"), bench.get("load_avg_after")
+    if bench.get("busy_at_start"):
+        load = f"the machine was busy at the start (load {before}): absolute numbers are upper bounds on time"
+    elif after and after[0] > 0.5:
+        load = f"idle at the start (load {before}) but busy by the end ({after}): read the ratios, not the absolutes"
+    else:
+        load = f"an idle machine (load {before} before, {after} after)"
+    return f"{cpu}{isa_text}, {units} bf16 matrix units, {machine.get('cpu_count', '?')} cores; {load}"
+
+
+def _bench_section(results: Path) -> list[str]:
+    paths = sorted(results.glob("bench*.json"))
+    if not paths:
         return []
-    bench = json.loads(path.read_text())
     out = [
         "## Inference speed (`seawall detect bench`)",
         "",
-        f"{bench['n']} SecureBreak pairs (token length mean {bench['token_lengths']['mean']:.0f}, p95 "
-        f"{bench['token_lengths']['p95']:.0f}, max {bench['token_lengths']['max']}), {bench['torch_threads']} torch "
-        f"threads, on a shared 2-core machine (other jobs were running: absolute numbers are noisy, the ratios "
-        f"within one run are the comparison). Naive = transformers pipeline padding every input to max_length "
-        f"{bench['max_length']}. fast = PyTorch fp32 with length-sorted dynamic padding; fast-int8 = the same with "
-        "dynamic int8 on every linear layer; onnx = ONNX Runtime (graph optimizations on); onnx-int8 = ONNX Runtime "
-        "with int8 feed-forward MatMuls only. Agreement = same decision as PyTorch fp32 at the stored threshold. "
-        "Batch-1 ratios are load-sensitive: PyTorch eager pays a per-call threading cost that grows when the cores "
-        "are oversubscribed, ONNX Runtime much less, so read the batch-32 rows as the conservative speed-up.",
+        "Naive = transformers pipeline padding every input to max_length. fast = PyTorch fp32 with length-sorted "
+        "dynamic padding; fast-bf16 = a bf16 copy of the weights; fast-bf16-autocast = fp32 weights under bf16 "
+        "autocast; fast-int8 = dynamic int8 on every linear layer; onnx = ONNX Runtime (graph optimizations on); "
+        "onnx-int8 = ONNX Runtime with int8 feed-forward MatMuls only. Agreement = same decision as PyTorch fp32 at "
+        "the stored threshold. The variants are interleaved chunk by chunk, so the ratios within one table are the "
+        "comparison; one table per machine (`--out docs/results/detector/bench-NAME.json`).",
         "",
-    ]
-    rows = [
-        {
-            "variant": r["variant"],
-            "batch": r["batch_size"],
-            "responses/s": r["responses_per_s"],
-            "p50 ms": r["p50_ms"],
-            "p95 ms": r["p95_ms"],
-            "speed-up vs naive": r["speedup_vs_naive"],
-            "decision agreement vs fp32": r["agreement_vs_fp32"],
-        }
-        for r in bench["runs"]
     ]
     cols = [
         "variant",
@@ -636,7 +637,31 @@ def _bench_section(path: Path) -> list[str]:
         "speed-up vs naive",
         "decision agreement vs fp32",
     ]
-    out += [format_table(rows, cols), ""]
+    for path in paths:
+        bench = json.loads(path.read_text())
+        lengths = bench["token_lengths"]
+        out += [
+            f"### `{path.name}`",
+            "",
+            f"{bench['n']} SecureBreak pairs (token length mean {lengths['mean']:.0f}, p95 {lengths['p95']:.0f}, "
+            f"max {lengths['max']}, max_length {bench['max_length']}), {bench['torch_threads']} torch threads, "
+            f"detector `{bench['detector_id']}` (its own scoring path here: {bench.get('detector_scoring_path', '?')}"
+            f"). Machine: {_machine_sentence(bench)}.",
+            "",
+        ]
+        rows = [
+            {
+                "variant": r["variant"],
+                "batch": r["batch_size"],
+                "responses/s": r["responses_per_s"],
+                "p50 ms": r["p50_ms"],
+                "p95 ms": r["p95_ms"],
+                "speed-up vs naive": r["speedup_vs_naive"],
+                "decision agreement vs fp32": r["agreement_vs_fp32"],
+            }
+            for r in bench["runs"]
+        ]
+        out += [format_table(rows, cols), ""]
     return out
 
 
