@@ -53,6 +53,8 @@ def training_summary(record: dict[str, Any]) -> dict[str, Any]:
     if method == "align-dpo":
         pairs = record["data_report"].get("pairs", {})
         text += "; DPO pairs " + ", ".join(f"{judge} {n}" for judge, n in sorted(pairs.items()))
+    elif any("->" in source for source in counts):  # align v2: every source with what its prompts are taught
+        text += "; " + ", ".join(f"{source} {n}" for source, n in counts.items())
     else:
         text += f"; {counts.get('alpaca', 0)} answered / {refusals} refusals"
     return {"training": text, "train_min": round(record["train_time_s"] / 60, 1)}
@@ -125,7 +127,7 @@ def _atomic_write(path: Path, text: str) -> None:
 def add(args: argparse.Namespace) -> None:
     manifest_path = Path(args.manifest)
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else []
-    shipped = not args.train and args.model == "original" and bool(args.experiment)
+    shipped = args.shipped or (not args.train and args.model == "original" and bool(args.experiment))
     entry: dict[str, Any] = {
         "label": args.label,
         "note": args.note,
@@ -173,6 +175,7 @@ def main() -> None:
     adder.add_argument("--label", required=True)
     adder.add_argument("--note", default="")
     adder.add_argument("--train", help="training folder with record.json")
+    adder.add_argument("--shipped", action="store_true", help="the model as shipped (no training)")
     adder.add_argument("--recipe", help="the recipe file, where the training folder is not at hand")
     adder.add_argument("--safety", help="result.json of seawall eval safety --output")
     adder.add_argument("--overrefusal", help="result.json of seawall eval overrefusal --output")
