@@ -4,7 +4,8 @@ Every setting named `precision` (detectors, lab recipes) and the generation back
 `auto | float32 | bfloat16`:
 - `auto` (the default) is bf16 where the CPU executes bf16 matrix products natively (the `amx_bf16` or
   `avx512_bf16` flag), fp32 elsewhere: on such CPUs a MiniLM forward pass is ~3× and SmolLM2 generation ~1.7×
-  faster in bf16, while without those units torch emulates bf16, usually no faster than fp32;
+  faster in bf16, while without those units torch emulates bf16, which is slower than fp32 (on an AVX2-only
+  EPYC it was several times slower: `seawall detect bench --bf16` measures it on any machine);
 - `float32` always wins, on any CPU;
 - `bfloat16` on a CPU without bf16 units falls back to fp32 with one warning per process instead of failing: saved
   detectors and recipes carry their setting from machine to machine, and a guard must still start on an older
