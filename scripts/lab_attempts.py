@@ -47,8 +47,9 @@ def training_summary(record: dict[str, Any]) -> dict[str, Any]:
     refusals = sum(v for k, v in counts.items() if "refusal" in k)
     method = record.get("recipe", "")
     rank = f" r{train['lora_r']}" if train.get("lora_r") else ""
-    lr = train.get("learning_rate", record["config"].get("dpo", {}).get("learning_rate"))
-    epochs = train.get("epochs", record["config"].get("dpo", {}).get("epochs"))
+    # A DPO run's learning rate and epochs live in its `dpo:` block (its `train:` block keeps unused defaults).
+    schedule = record["config"]["dpo"] if method == "align-dpo" else train
+    lr, epochs = schedule["learning_rate"], schedule["epochs"]
     text = f"{train['method']}{rank} lr {lr:g}, {epochs} ep, {record['steps']} steps"
     if method == "align-dpo":
         pairs = record["data_report"].get("pairs", {})

@@ -40,7 +40,10 @@ def test_add_then_render_without_the_run_folders(tmp_path):
     run.mkdir()
     record = {
         "recipe": "align-dpo",
-        "config": {"train": {"method": "lora", "lora_r": 16}, "dpo": {"learning_rate": 5e-5, "epochs": 2}},
+        "config": {
+            "train": {"method": "lora", "lora_r": 16, "learning_rate": 2e-4, "epochs": 1},
+            "dpo": {"learning_rate": 5e-5, "epochs": 2},
+        },
         "data_report": {"pairs": {"detector": 90, "refusal": 150}},
         "steps": 60,
         "train_time_s": 600.0,
