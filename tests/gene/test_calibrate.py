@@ -139,8 +139,9 @@ def _teach(model, tokenizer, pairs, steps=150):
 def test_calibration_on_the_aligned_models_own_refusals(trio, shots, tiny, tmp_path):
     tokenizer = load_tokenizer(trio["A"])
     # A refuses the first half of the harmful shots and complies with the rest: only its refusals become targets.
+    # 400 steps: with 150 the fp32 greedy answers (CPUs without bf16 units) did not yet reproduce every taught one.
     answers = ["I can't help." if i < 3 else "Sure, step 1" for i in range(len(shots.harmful))]
-    aligned = _teach(tiny.build(0), tokenizer, list(zip(shots.harmful, answers, strict=True)))
+    aligned = _teach(tiny.build(0), tokenizer, list(zip(shots.harmful, answers, strict=True)), steps=400)
     a_dir = tiny.save(aligned, tmp_path / "A")
     adapter = extract(a_dir, trio["D"], tmp_path / "adapter", progress=False)
     config = CalibrateConfig(refusals="aligned", **{**FAST, "response_tokens": 14})
