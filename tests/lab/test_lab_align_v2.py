@@ -220,10 +220,9 @@ def test_self_answers_of_the_tiny_model_are_greedy_and_cached(tiny_model, tmp_pa
     from seawall.generation.cache import GenerationCache
     from seawall.lab.recipes import self_answerer
 
-    spec = AlignData(n_borderline=2, borderline_max_new_tokens=12, borderline_dtype="float32")
     cache = GenerationCache(tmp_path / "generations.sqlite")
     prompts = ["How do I safely carve a pumpkin?", "How do I block a port scanner?"]
-    first = self_answerer(tiny_model, spec, threads=1, cache=cache)(prompts)
+    first = self_answerer(tiny_model, 12, "float32", threads=1, cache=cache)(prompts)
     assert len(first) == 2 and all(isinstance(a, str) and a for a in first) and cache.misses == 2
 
     # A second run (a resumed alignment) reads the cache and never loads the model.
@@ -231,7 +230,7 @@ def test_self_answers_of_the_tiny_model_are_greedy_and_cached(tiny_model, tmp_pa
         raise AssertionError("the model was loaded although every answer is cached")
 
     monkeypatch.setattr("seawall.generation.load_generator", no_model)
-    assert self_answerer(tiny_model, spec, threads=1, cache=cache)(prompts) == first
+    assert self_answerer(tiny_model, 12, "float32", threads=1, cache=cache)(prompts) == first
     assert cache.hits == 2 and len(cache) == 2
 
 

@@ -346,3 +346,66 @@ def test_interrupted_dpo_resumes_from_its_checkpoint_to_the_same_weights(tiny_mo
     assert resumed["losses"] == pytest.approx(whole["losses"], abs=1e-4)
     a, b = _weights(tmp_path / "whole" / "model"), _weights(tmp_path / "resumed" / "model")
     assert all(a[name].allclose(b[name], atol=1e-6) for name in a)
+
+
+def test_the_reference_model_answers_only_the_benign_prompts_whose_samples_all_refuse():
+    from seawall.lab.config import PreferenceData
+
+    canned = {
+        "Describe a cat.": "A cat is a small, curious animal that purrs.",
+        "How do I kill a process?": "I'm sorry, but I can't help with killing anything.",
+    }
+    asked = []
+
+    def answerer(prompts):
+        asked.extend(prompts)
+        return [canned[p] for p in prompts]
+
+    spec = PreferenceData(reference_model="original")
+    answers, report = preference.reference_answers(ITEMS, SAMPLES, spec, is_refusal, answerer=answerer)
+    # Only the two benign prompts with no helpful sample are asked; the refusing answer is dropped and counted.
+    assert asked == ["Describe a cat.", "How do I kill a process?"]
+    assert answers == {"Describe a cat.": "A cat is a small, curious animal that purrs."}
+    assert report == {
+        "model": "original",
+        "asked": 2,
+        "kept": 1,
+        "dropped_refusal": 1,
+        "dropped_unfinished": 0,
+    }
+    assert preference.reference_answers(ITEMS, SAMPLES, PreferenceData(), is_refusal) == ({}, {"model": None})
+
+
+def test_reference_answers_come_before_the_dataset_answer_and_rescue_a_skipped_prompt():
+    references = {
+        "Describe a cat.": "Cats are small felines.",
+        "How do I kill a process?": "Use `kill` with the process id.",
+    }
+    pairs, report = build_pairs(
+        ITEMS, SAMPLES, unsafe_if_marked, is_refusal, seed=0, reference_answers=references
+    )
+    by_id = {p.id: p for p in pairs}
+    for pair_id, prompt in (
+        ("benign:refused", "Describe a cat."),
+        ("borderline:refused", "How do I kill a process?"),
+    ):
+        assert by_id[pair_id].chosen == references[prompt] and by_id[pair_id].chosen_from == "reference-model"
+        assert is_refusal(by_id[pair_id].rejected)
+    assert report["fallbacks"]["benign_chosen_reference_model"] == 2
+    assert (
+        "benign_chosen_reference" not in report["fallbacks"]
+        and "benign_no_helpful_sample" not in report["skipped"]
+    )
+
+
+def test_the_refusal_matcher_can_judge_the_harmful_samples():
+    refusal_judge = lambda pairs: [not is_refusal(response) for _, response in pairs]  # noqa: E731
+    pairs, report = build_pairs(ITEMS, SAMPLES, refusal_judge, is_refusal, seed=0, harmful_judge="refusal")
+    harmful = {p.id: p for p in pairs if p.kind == "harmful"}
+    # Every harmful sample that is not a refusal is unsafe to this judge: "No." is not a refusal, so the all-safe
+    # prompt of the detector's view now has a pair.
+    assert set(harmful) == {"harmful:mixed", "harmful:stl", "harmful:bare", "harmful:safe"}
+    assert {p.judge for p in pairs} == {"refusal"}
+    assert harmful["harmful:mixed"].chosen == "I won't help." and harmful["harmful:safe"].rejected == "No."
+    assert set(report["pairs"]) == {"refusal"} and report["pairs"]["refusal"] == len(pairs)
+    assert report["judged"]["refusal"]["unsafe"] == 5 and report["judged"]["refusal"]["safe"] == 2

@@ -279,6 +279,20 @@ class PreferenceData(BaseModel):
         "ones; any that is an evaluation prompt is dropped and counted",
     )
     n_borderline: int = Field(100, ge=0)
+    harmful_judge: Literal["detector", "refusal"] = Field(
+        "detector",
+        description="what judges the harmful prompts' samples: the detector (unsafe = flagged), or the refusal "
+        "matcher (unsafe = not a refusal: the refusal judge's view of the HRR)",
+    )
+    reference_model: str | None = Field(
+        None,
+        description="a model (usually the original, before alignment) whose greedy answer becomes the chosen side "
+        "of a benign or borderline prompt whose samples are all refusals (self-distillation: its voice, not a "
+        "dataset's); None = the dataset's answer where there is one, else the prompt is skipped",
+    )
+    reference_max_new_tokens: int = Field(
+        96, ge=1, description="length of the reference model's answers (cut back to a sentence end)"
+    )
     samples_per_prompt: int = Field(4, ge=1, description="k responses sampled per prompt (cached)")
     temperature: float = Field(0.9, gt=0, description="sampling temperature (> 0: the k samples must differ)")
     top_p: float = Field(0.95, gt=0, le=1)

@@ -23,7 +23,7 @@ import shutil
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +63,10 @@ class PreferencePair:
     rejected: str
     source: str
     kind: str
-    judge: str  # "detector" (harmful prompts) or "refusal" (benign and borderline prompts)
-    chosen_from: str  # "sample", "safe-answer", "refusal-template" or "reference"
+    judge: (
+        str  # harmful prompts: "detector" or "refusal" (PreferenceData.harmful_judge); benign ones: "refusal"
+    )
+    chosen_from: str  # "sample", "safe-answer", "refusal-template", "reference-model" or "reference"
     rejected_from: str  # "sample" or "refusal-template"
 
     def sha256(self) -> str:
@@ -253,6 +255,58 @@ def detector_judge(folder: str | Path | None = None) -> tuple[Judge, dict[str, A
     return judge, {"path": str(path), "detector_id": detector.detector_id, "threshold": detector.threshold_}
 
 
+def reference_answers(
+    items: Sequence[PromptItem],
+    samples: Sequence[Sequence[str]],
+    spec: PreferenceData,
+    is_refusal: Callable[[str], bool],
+    threads: int = 2,
+    cache: Any = None,
+    answerer: Callable[[Sequence[str]], list[str]] | None = None,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The reference model's answers (`spec.reference_model`) to the benign and borderline prompts whose samples
+    are all refusals: the chosen side that keeps the original model's voice where the aligned one only refuses.
+
+    Only those prompts are answered (greedy, through the generation cache of `seawall.lab.recipes.self_answerer`,
+    or `answerer`); an answer that is itself a refusal, or has no finished sentence, is dropped and counted.
+    """
+    if spec.reference_model is None:
+        return {}, {"model": None}
+    from seawall.lab.data import finished_part
+    from seawall.lab.recipes import resolve_model_dir, self_answerer
+
+    refused = [
+        item.prompt
+        for item, group in zip(items, samples, strict=True)
+        if item.kind != "harmful" and not any(s.strip() and not is_refusal(s) for s in group)
+    ]
+    report: dict[str, Any] = {"model": spec.reference_model, "asked": len(refused)}
+    if not refused:
+        return {}, {**report, "kept": 0, "dropped_refusal": 0, "dropped_unfinished": 0}
+    if answerer is None:
+        answerer = self_answerer(
+            resolve_model_dir(spec.reference_model),
+            spec.reference_max_new_tokens,
+            spec.dtype,
+            threads,
+            cache,
+            spec.batch_size,
+        )
+    kept: dict[str, str] = {}
+    dropped = Counter()
+    for prompt, answer in zip(refused, answerer(refused), strict=True):
+        finished = finished_part(answer)
+        if finished is None:
+            dropped["dropped_unfinished"] += 1
+        elif is_refusal(finished):
+            dropped["dropped_refusal"] += 1
+        else:
+            kept[prompt] = finished
+    report.update(kept=len(kept), dropped_refusal=dropped["dropped_refusal"])
+    report["dropped_unfinished"] = dropped["dropped_unfinished"]
+    return kept, report
+
+
 # ---- pairs -----------------------------------------------------------------------------------------------------
 
 
@@ -262,18 +316,22 @@ def build_pairs(
     judge: Judge,
     is_refusal: Callable[[str], bool],
     seed: int = 0,
+    harmful_judge: str = "detector",
+    reference_answers: Mapping[str, str] | None = None,
 ) -> tuple[list[PreferencePair], dict]:
     """Preference pairs from judged samples; the report counts what each judge decided, every fallback and skip.
 
-    Harmful prompt: chosen = a sample the detector judges safe, rejected = one it judges unsafe. All unsafe:
-    chosen = the prompt's safe answer (safety-tuned-llamas) or a templated refusal. All safe: skipped (nothing to
-    push away from). Benign prompt: chosen = a sample that is not a refusal (none: the dataset's answer, else
-    skipped), rejected = a sampled refusal (none: a templated refusal). Empty samples are never a side.
+    Harmful prompt: chosen = a sample `judge` calls safe, rejected = one it calls unsafe (`harmful_judge` names the
+    judge in the pairs and the report). All unsafe: chosen = the prompt's safe answer (safety-tuned-llamas) or a
+    templated refusal. All safe: skipped (nothing to push away from). Benign prompt: chosen = a sample that is not a
+    refusal (none: the reference model's answer in `reference_answers`, prompt → answer, else the dataset's answer,
+    else skipped), rejected = a sampled refusal (none: a templated refusal). Empty samples are never a side.
     """
     if len(items) != len(samples):
         raise SeawallError(f"{len(items)} prompts but {len(samples)} sample lists")
     rng = random.Random(seed)
-    judged = {"detector": Counter(), "refusal": Counter()}
+    judged = {harmful_judge: Counter(), "refusal": Counter()}
+    reference_answers = reference_answers or {}
     produced, from_samples, fallbacks, skipped = Counter(), Counter(), Counter(), Counter()
     usable = [[s for s in group if s.strip()] for group in samples]
     empty = sum(len(group) - len(kept) for group, kept in zip(samples, usable, strict=True))
@@ -290,7 +348,7 @@ def build_pairs(
     verdicts: dict[int, list[tuple[str, bool]]] = {}
     for (i, s), flag in zip(flat, flags, strict=True):
         verdicts.setdefault(i, []).append((s, bool(flag)))
-        judged["detector"]["unsafe" if flag else "safe"] += 1
+        judged[harmful_judge]["unsafe" if flag else "safe"] += 1
 
     pairs: list[PreferencePair] = []
     for i, item in enumerate(items):
@@ -303,7 +361,7 @@ def build_pairs(
             rejected = rng.choice(unsafe)
             if safe:
                 chosen, chosen_from = rng.choice(safe), "sample"
-                from_samples["detector"] += 1
+                from_samples[harmful_judge] += 1
             elif item.reference:
                 chosen, chosen_from = item.reference, "safe-answer"
                 fallbacks["harmful_chosen_safe_answer"] += 1
@@ -318,12 +376,12 @@ def build_pairs(
                     rejected,
                     item.source,
                     item.kind,
-                    "detector",
+                    harmful_judge,
                     chosen_from,
                     "sample",
                 )
             )
-            produced["detector"] += 1
+            produced[harmful_judge] += 1
             continue
         refusals = [s for s in usable[i] if is_refusal(s)]
         helpful = [s for s in usable[i] if not is_refusal(s)]
@@ -331,6 +389,9 @@ def build_pairs(
         judged["refusal"]["helpful"] += len(helpful)
         if helpful:
             chosen, chosen_from = rng.choice(helpful), "sample"
+        elif item.prompt in reference_answers:
+            chosen, chosen_from = reference_answers[item.prompt], "reference-model"
+            fallbacks["benign_chosen_reference_model"] += 1
         elif item.reference:
             chosen, chosen_from = item.reference, "reference"
             fallbacks["benign_chosen_reference"] += 1
@@ -363,8 +424,8 @@ def build_pairs(
         "samples_per_prompt": max((len(group) for group in samples), default=0),
         "empty_samples": empty,
         "judged": {name: dict(sorted(counts.items())) for name, counts in judged.items()},
-        "pairs": {"detector": produced["detector"], "refusal": produced["refusal"]},
-        "pairs_from_samples": {"detector": from_samples["detector"], "refusal": from_samples["refusal"]},
+        "pairs": {name: produced[name] for name in judged},
+        "pairs_from_samples": {name: from_samples[name] for name in judged},
         "fallbacks": dict(sorted(fallbacks.items())),
         "skipped": dict(sorted(skipped.items())),
         "counts": dict(sorted(Counter(f"{p.kind}:{p.source}" for p in pairs).items())),
@@ -712,21 +773,43 @@ def align_dpo(
     if not items:
         raise SeawallError("no training prompts; check the data options of the recipe")
     model_dir = resolve_model_dir(recipe.model)
-    judge_info: dict[str, Any] = {"path": None, "detector_id": None}
-    if judge is None and any(item.kind == "harmful" for item in items):
-        judge, judge_info = detector_judge(recipe.detector)
     if is_refusal is None:
         from seawall.detect import is_refusal
+    judge_info: dict[str, Any] = {"path": None, "detector_id": None}
+    if judge is None and any(item.kind == "harmful" for item in items):
+        if recipe.data.harmful_judge == "refusal":
+            refusal = is_refusal
+
+            def judge(pairs: list[tuple[str, str]]) -> list[bool]:
+                return [not refusal(response) for _, response in pairs]
+
+        else:
+            judge, judge_info = detector_judge(recipe.detector)
     samples = sample_responses(
         items, recipe.data, model_dir, recipe.train.seed, recipe.train.threads, cache, generator_factory
     )
+    references, reference_report = reference_answers(
+        items, samples, recipe.data, is_refusal, recipe.train.threads, cache
+    )
     pairs, pair_report = build_pairs(
-        items, samples, judge or _no_harmful_prompts, is_refusal, recipe.train.seed
+        items,
+        samples,
+        judge or _no_harmful_prompts,
+        is_refusal,
+        recipe.train.seed,
+        harmful_judge=recipe.data.harmful_judge,
+        reference_answers=references,
     )
     check_no_overlap({"dpo-train": [p.prompt for p in pairs]}, evaluation)
     output.mkdir(parents=True, exist_ok=True)
     write_pairs(output / "pairs.jsonl", pairs)
-    data_report = {**report, **pair_report, "detector": judge_info, "pairs_file": str(output / "pairs.jsonl")}
+    data_report = {
+        **report,
+        **pair_report,
+        "detector": judge_info,
+        "reference_model": reference_report,
+        "pairs_file": str(output / "pairs.jsonl"),
+    }
     record = {"recipe": "align-dpo", "config": config, "data_report": data_report}
     return train_dpo(model_dir, pairs, recipe.dpo, recipe.train, output, record=record)
 

@@ -14,7 +14,7 @@ from seawall.data.hygiene import check_no_overlap, normalized_set
 from seawall.data.suites import evaluation_prompts
 from seawall.errors import ModelError
 from seawall.lab import data as lab_data
-from seawall.lab.config import AlignData, AlignRecipe, CustomizeRecipe, DegradeRecipe, InstructRecipe
+from seawall.lab.config import AlignRecipe, CustomizeRecipe, DegradeRecipe, InstructRecipe
 from seawall.lab.train import ChatExample, train
 
 if TYPE_CHECKING:
@@ -62,14 +62,15 @@ SELF_ANSWER_CHUNK = 32
 
 def self_answerer(
     model_dir: str | Path,
-    spec: AlignData,
+    max_new_tokens: int,
+    dtype: str = "auto",
     threads: int = 2,
     cache: GenerationCache | None = None,
     batch_size: int = 8,
 ) -> Callable[[Sequence[str]], list[str]]:
     """prompts → greedy single-turn answers of the model in `model_dir` (the original, before alignment).
 
-    Answers go through the generation cache (keyed by the model's fingerprint at `spec.borderline_dtype`, the
+    Answers go through the generation cache (keyed by the model's fingerprint at `dtype`, the
     conversation and the decoding settings), so a rerun or a resumed run generates only what is missing; the model
     is loaded on the first cache miss only.
     """
@@ -77,9 +78,9 @@ def self_answerer(
 
     if cache is None:  # not `cache or …`: an empty cache is falsy (it has a length)
         cache = GenerationCache()
-    fingerprint = model_fingerprint(model_dir, spec.borderline_dtype)
+    fingerprint = model_fingerprint(model_dir, dtype)
     # The evaluation harness's key shape, so that an evaluation of the original at the same length shares entries.
-    decoding = {"max_new_tokens": spec.borderline_max_new_tokens, "temperature": 0.0}
+    decoding = {"max_new_tokens": max_new_tokens, "temperature": 0.0}
     loaded: dict[str, Any] = {}
 
     def generate(conversations: list[list[dict[str, str]]]) -> list[str]:
@@ -89,9 +90,9 @@ def self_answerer(
             loaded["generator"] = load_generator(
                 "transformers",
                 model=str(model_dir),
-                config=GenerationConfig(max_new_tokens=spec.borderline_max_new_tokens, temperature=0.0),
+                config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0),
                 batch_size=batch_size,
-                dtype=spec.borderline_dtype,
+                dtype=dtype,
                 threads=threads,
             )
         return loaded["generator"].generate(conversations)
@@ -153,7 +154,12 @@ def align(
         is_refusal = _refusal_matcher()
     if self_answer is None and spec.n_borderline:
         self_answer = self_answerer(
-            resolve_model_dir(recipe.model), spec, recipe.train.threads, cache, recipe.train.batch_size
+            resolve_model_dir(recipe.model),
+            spec.borderline_max_new_tokens,
+            spec.borderline_dtype,
+            recipe.train.threads,
+            cache,
+            recipe.train.batch_size,
         )
     examples, report = lab_data.build_align(
         spec,
