@@ -6,9 +6,13 @@ and through the proxy in the same run, so the ratio is proxy / direct on the sam
 Also measures the streaming trade-off (check interval / hold-back vs time to first text and leaked characters).
 The proxy's detector is the `refusal` matcher by default (the proxy's own cost); `--detector DIR` uses a trained
 detector folder instead (an encoder scores with its bf16 copy on CPUs with bf16 units, see `seawall detect bench`),
-so the figures include one real detector call per request. `--batch-wait-ms`, `--max-batch` and
-`--max-inflight-batches` set the proxy's micro-batching of concurrent detector calls (default: the ServerConfig
-defaults; `--batch-wait-ms 0` turns it off).
+so the figures include one real detector call per request; before the rounds, that detector's own time for the
+check a request makes (one pair, and 8 at once) is measured in this process, loaded as the proxy loads it
+(`detector_latency`), for issue 12's target: proxy p50 at concurrency 8 ≤ direct p50 + its batch-1 p50 + 2 ms.
+`--batch-wait-ms`, `--max-batch` and `--max-inflight-batches` set the proxy's micro-batching of concurrent
+detector calls (default: the ServerConfig defaults; `--batch-wait-ms 0` turns it off).
+After the proxies shut down, their audit rows and the distinct request ids among them are counted against the
+requests sent: every decision logged exactly once means all three are equal.
 The 1-, 5- and 15-minute load averages before and after are recorded and printed, with a loud warning when the
 machine was busy at the start.
 Writes bench/results/guard_load.json; `python scripts/guard_report.py` turns it into docs/results/guard.md.
@@ -46,10 +50,12 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from seawall.detect.bench import load_average, warn_if_busy
+from seawall.benchmarks import load_average, warn_if_busy
 from seawall.guard import Guard, Policy, ServerConfig, StreamGuard, StreamPolicy
+from seawall.guard.detectors import resolve_detector
 from seawall.io import atomic_write_json
 
+PROMPT = "How do I stay safe online?"
 ANSWER = "I'm sorry, but I can't help with that request. Here is some general safety information instead."
 MARKER = "detonator"
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -120,7 +126,7 @@ def serve_upstream(port: int) -> None:
 
 async def load(url: str, n: int, concurrency: int) -> dict:
     """Send n chat requests with `concurrency` in flight; latency percentiles and requests/s."""
-    body = {"model": "m", "messages": [{"role": "user", "content": "How do I stay safe online?"}]}
+    body = {"model": "m", "messages": [{"role": "user", "content": PROMPT}]}
     latencies: list[float] = []
     queue = list(range(n))
 
@@ -201,13 +207,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def count_decisions(db: Path) -> int:
-    """Rows in the audit log (read-only; the proxy may still be writing)."""
+def count_decisions(db: Path) -> tuple[int, int]:
+    """Rows in the audit log and the distinct request ids among them (read-only).
+
+    Rows equal to requests sent could still hide one request logged twice and another not at all; with as many
+    distinct request ids as rows, every row is a different request's (the baseline's schema may not enforce it).
+    """
     if not db.exists():
-        return 0
+        return 0, 0
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+        rows, distinct = conn.execute("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM decisions").fetchone()
+        return rows, distinct
     finally:
         conn.close()
 
@@ -235,6 +246,43 @@ def detector_info(detector: str) -> dict:
         "detector_id": config.get("detector_id"),
         "backend": config.get("backend"),
         "scoring": "int8" if params.get("quantize") else scoring,
+    }
+
+
+def detector_latency(detector: str, repetitions: int = 50, warmups: int = 5) -> dict:
+    """The detector's own time for the check every load request makes, alone and 8 at once, in this process.
+
+    Loaded by the proxy's own `resolve_detector`, so with the same precision and threads, and scored through a
+    `Guard` without batching: one detector call on a detector thread per check, as each of the proxy's calls is,
+    minus HTTP, the batch window and the audit log. Batch-1 and batch-8 calls alternate, so load drifting during
+    the measurement hits both alike; the warm-ups build the bf16 copy of an encoder's weights outside the timing.
+    """
+    loaded = resolve_detector(detector)
+    guard = Guard(loaded)
+    times: dict[int, list[float]] = {1: [], 8: []}
+    try:
+        for repetition in range(warmups + repetitions):
+            for size, taken in times.items():
+                start = time.perf_counter()
+                verdicts = guard.check_batch([(PROMPT, ANSWER)] * size)
+                elapsed_ms = (time.perf_counter() - start) * 1000
+                failure = next((v.error for v in verdicts if v.error), None)
+                if failure:
+                    raise RuntimeError(
+                        f"detector {detector} failed while its latency was measured: {failure}"
+                    )
+                if repetition >= warmups:
+                    taken.append(elapsed_ms)
+    finally:
+        guard.close()
+    # Encoders and LM judges say how they score here (e.g. torch-bfloat16); a TF-IDF model has no such choice.
+    scoring_path = getattr(loaded, "scoring_path", None)
+    return {
+        "batch_1_p50_ms": float(np.percentile(times[1], 50)),
+        "batch_1_p95_ms": float(np.percentile(times[1], 95)),
+        "batch_8_p50_ms": float(np.percentile(times[8], 50)),
+        "precision": scoring_path() if scoring_path else None,
+        "repetitions": repetitions,
     }
 
 
@@ -302,6 +350,15 @@ def main() -> None:
     load_before = load_average()
     busy = warn_if_busy(load_before, "guard load bench")
     detector = detector_info(args.detector)
+    # The detector's own time, which issue 12's target adds to the upstream's; measured before any server starts,
+    # so nothing of this bench competes with it.
+    latency = None if args.detector == "refusal" else detector_latency(args.detector)
+    if latency:
+        print(
+            f"detector alone ({latency['precision'] or detector['backend']}): one check p50 "
+            f"{latency['batch_1_p50_ms']:.2f} ms, p95 {latency['batch_1_p95_ms']:.2f} ms; 8 at once p50 "
+            f"{latency['batch_8_p50_ms']:.2f} ms"
+        )
     batching = {
         key: value
         for key, value in (
@@ -313,7 +370,7 @@ def main() -> None:
     }
     targets = ["direct", "proxy"] + (["baseline"] if args.baseline_src else [])
     runs: dict[tuple[int, str], list[dict]] = {}
-    logged: dict[str, int] = {}
+    logged: dict[str, tuple[int, int]] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
         up_port = free_port()
@@ -379,8 +436,8 @@ def main() -> None:
                 f"cpu {r['server_cpu_ms_per_request']:.2f} ms/req"
             )
         print(line)
-    for name, count in logged.items():
-        print(f"{name}: decisions logged {count} / requests sent {sent}")
+    for name, (count, distinct) in logged.items():
+        print(f"{name}: audit rows {count}, distinct request ids {distinct} / requests sent {sent}")
     load_after = load_average()
     print(
         f"detector {detector}; proxy batching {batching or 'ServerConfig defaults'}; load average (1, 5, 15 min) before {load_before}, after {load_after}"
@@ -405,6 +462,7 @@ def main() -> None:
             "busy_at_start": busy,
         },
         **detector,
+        **({"detector_latency": latency} if latency else {}),
         "upstream": "FastAPI + uvicorn in its own process on 127.0.0.1, constant answer",
         "proxy": "`seawall guard serve` in its own process; load client (httpx) in the bench process",
         "audit_synchronous": args.audit_synchronous,
@@ -416,7 +474,8 @@ def main() -> None:
         "requests_per_round": args.requests,
         "rounds": args.rounds,
         "baseline_src": str(args.baseline_src) if args.baseline_src else None,
-        "decisions_logged": logged,
+        "decisions_logged": {name: count for name, (count, _) in logged.items()},
+        "distinct_request_ids_logged": {name: distinct for name, (_, distinct) in logged.items()},
         "requests_sent": sent,
         "stream_simulation": {"chunk_chars": 4, "chunk_delay_ms": 10, "window": 512},
         "load": rows,

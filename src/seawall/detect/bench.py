@@ -27,7 +27,6 @@ import contextlib
 import copy
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from seawall.benchmarks import BUSY_LOAD, load_average, warn_if_busy
 from seawall.detect._torch import setup_torch
 from seawall.errors import SeawallError
 from seawall.io import atomic_write_json
@@ -42,30 +42,9 @@ from seawall.models.load import quiet_transformers
 from seawall.models.precision import CPUINFO, autocast, bf16_supported, cpu_flags
 
 BATCH_SIZES = (1, 32)
-# A 1-minute load average above this at the start means another job shared the CPU: the timings are upper bounds.
-BUSY_LOAD = 0.5
 REFERENCE = "fast"
 # The CPU features that decide which number formats run natively (recorded with every bench).
 MATRIX_ISA = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"})
-
-
-def load_average() -> list[float]:
-    """The 1-, 5- and 15-minute load averages, rounded."""
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def warn_if_busy(load: list[float], what: str = "benchmark") -> bool:
-    """Print a loud warning on stderr when the 1-minute load is above BUSY_LOAD; returns whether it was."""
-    busy = load[0] > BUSY_LOAD
-    if busy:
-        line = "!" * 100
-        print(
-            f"{line}\n!! WARNING: 1-minute load average {load[0]} > {BUSY_LOAD} before the {what} started: another "
-            f"job shares the CPU.\n!! Timings are upper bounds; ratios between interleaved variants hold better. "
-            f"Rerun on an idle machine.\n{line}",
-            file=sys.stderr,
-        )
-    return busy
 
 
 def _stats(latencies: list[float], n: int) -> dict[str, float]:

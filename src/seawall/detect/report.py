@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from seawall.benchmarks import load_sentence
 from seawall.detect.metrics import format_table
 from seawall.io import atomic_write_text
 
@@ -603,13 +604,7 @@ def _machine_sentence(bench: dict[str, Any]) -> str:
     isa = machine.get("matrix_isa")
     units = "with" if machine.get("bf16_supported") else "without"
     isa_text = f" ({', '.join(isa)})" if isa else ""
-    before, after = bench.get("load_avg_before"), bench.get("load_avg_after")
-    if bench.get("busy_at_start"):
-        load = f"the machine was busy at the start (load {before}): absolute numbers are upper bounds on time"
-    elif after and after[0] > 0.5:
-        load = f"idle at the start (load {before}) but busy by the end ({after}): read the ratios, not the absolutes"
-    else:
-        load = f"an idle machine (load {before} before, {after} after)"
+    load = load_sentence(bench.get("load_avg_before"), bench.get("load_avg_after"), machine.get("cpu_count"))
     return f"{cpu}{isa_text}, {units} bf16 matrix units, {machine.get('cpu_count', '?')} cores; {load}"
 
 
