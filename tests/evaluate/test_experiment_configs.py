@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from seawall.evaluate.experiment import load_config
+from seawall.evaluate.methods import split_tuning
 from seawall.gene import get_method
 from seawall.models.packaged import find_packaged
 
@@ -26,9 +27,11 @@ def test_experiment_config_validates(name):
     # A base model (no chat template) is made the original chat model first; a chat model is the original itself.
     assert (config.original is None) == packaged.chat_template
     # Every method's parameters are its config's fields: a misspelt key fails here, not an hour into a run.
+    # SafeGene's `tune:` block is the experiment's (it checks every grid point's config too).
     for method in config.methods:
         if method.name not in EXPERIMENT_METHODS:
-            get_method(method.name)(method.params)
+            params = split_tuning(method.params)[1] if method.name == "safegene" else method.params
+            get_method(method.name)(params)
     assert config.methods[0].name == "none"
 
 

@@ -292,6 +292,31 @@ class Experiment:
         return out / "model", record
 
     # --- measurement ----------------------------------------------------------------------------------
+    def evaluator(self, model_dir: Path, decoding: Decoding) -> Evaluator:
+        """`model_dir` answering through the run's generation cache, keyed by its fingerprint (weights, tokenizer,
+        generation dtype); the model is loaded only when the cache misses."""
+        from seawall.generation.cache import model_fingerprint
+
+        settings = self.config.eval
+        lazy: dict[str, Callable] = {}
+
+        def generate(conversations: list, asked: Decoding) -> list[str]:
+            if "fn" not in lazy:
+                factory = self.generator_factory or _default_generator
+                lazy["fn"] = factory(model_dir, decoding, self.config.threads, settings.dtype)
+            return lazy["fn"](conversations, asked)
+
+        return Evaluator(
+            generate,
+            model_fingerprint(model_dir, settings.dtype),
+            decoding,
+            self.cache,
+            self.config.seed,
+            self.config.data_dir,
+            self.load,
+            settings.n_boot,
+        )
+
     def measure_model(
         self, label: str, model_dir: Path, tasks: tuple[str, ...], produced_by: dict | None = None
     ) -> dict:
@@ -333,25 +358,7 @@ class Experiment:
         if settings.detector:
             judges.append(DetectorJudge.load(settings.detector))
         self.log(f"measure {label} ({model_dir})")
-        lazy: dict[str, Callable] = {}
-
-        def generate(conversations: list, decoding: Decoding) -> list[str]:
-            # Only load the model when the cache misses.
-            if "fn" not in lazy:
-                factory = self.generator_factory or _default_generator
-                lazy["fn"] = factory(model_dir, settings.decoding, self.config.threads, settings.dtype)
-            return lazy["fn"](conversations, decoding)
-
-        evaluator = Evaluator(
-            generate,
-            fingerprint,
-            settings.decoding,
-            self.cache,
-            self.config.seed,
-            self.config.data_dir,
-            self.load,
-            settings.n_boot,
-        )
+        evaluator = self.evaluator(model_dir, settings.decoding)
         with measure() as stats:
             safety, safety_rows = evaluator.safety(judges, settings.n_harmful_per_suite)
             over, over_rows = evaluator.overrefusal(self.is_refusal, settings.n_benign_per_suite)
@@ -424,6 +431,8 @@ class Experiment:
                     row["method_peak_rss_mib"] = record.get("peak_rss_mib")
                     if coefficients := (record.get("report") or {}).get("coefficients"):
                         row["method_coefficients"] = coefficients  # SafeGene's fitted α per layer group
+                    if tuning := (record.get("report") or {}).get("tuning"):
+                        row["method_tuning"] = tuning  # SafeGene's knobs chosen on held-out prompts
                     target_rows.append(row)
                     fill_recoveries(target_rows, aligned_hrr)
                     rows.append(row)

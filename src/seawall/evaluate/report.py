@@ -173,6 +173,7 @@ def markdown(results: dict, images: dict[str, str], source: str = "results.json"
             "",
             *target_lines(rows, judges),
         ]
+    lines += tuning_lines(rows)
     for title, image in images.items():
         lines += ["", f"## {title}", "", f"![{title}]({image})"]
     return "\n".join(lines) + "\n"
@@ -362,6 +363,47 @@ def target_lines(rows: list[dict], judges: list[str], method: str = "safegene") 
         "|---|---|---|",
     ]
     lines += [f"| {name} | {measured} | {'yes' if met else '**no**'} |" for name, measured, met in checks]
+    return lines
+
+
+def tuning_lines(rows: list[dict]) -> list[str]:
+    """One table per target of SafeGene's knob tuning (`method_tuning`): every grid point's held-out refusal rates
+    and score, the chosen one marked; nothing when no row was tuned (runs without a `tune:` block)."""
+    tuned = [row for row in rows if row.get("method_tuning")]
+    if not tuned:
+        return []
+    lines = [
+        "",
+        "## SafeGene knob tuning",
+        "",
+        "Chosen per target on held-out calibration prompts, never on the evaluation prompts: score = refusal rate "
+        "on the held-out harmful prompts − refusal rate on the held-out benign ones (greedy answers); the best "
+        "point (ties: the first) is the safegene row above.",
+    ]
+    for row in tuned:
+        tuning = row["method_tuning"]
+        prompts = tuning["prompts"]
+        knobs = list(tuning["grid"][0]["knobs"])
+        head = [*knobs, "harmful refused %", "benign refused %", "score", "chosen"]
+        lines += [
+            "",
+            f"### {row['task']}, {100 * row['harmful_share']:.0f}% harmful",
+            "",
+            f"{prompts['harmful']} harmful and {prompts['benign']} benign prompts ({prompts['source']}), "
+            f"answers of {tuning['max_new_tokens']} tokens.",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
+        for point in tuning["grid"]:
+            cells = [
+                *[str(point["knobs"][k]) for k in knobs],
+                _pct(point["harmful_refusal"]),
+                _pct(point["benign_refusal"]),
+                f"{point['score']:.3f}",
+                "yes" if point == tuning["chosen"] else "",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
