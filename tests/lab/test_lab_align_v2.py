@@ -7,7 +7,7 @@ import pytest
 
 from seawall.data import canonical_split, load
 from seawall.data.hygiene import check_no_overlap, normalized_set
-from seawall.data.records import normalize_text
+from seawall.data.records import ResponseRecord, normalize_text
 from seawall.data.suites import OVERREFUSAL_SUITES, evaluation_prompts
 from seawall.detect import is_refusal
 from seawall.errors import DataError, SeawallError
@@ -40,6 +40,32 @@ def test_stl_targets_are_train_split_safe_answers(tiny_data):
     assert report["stl"]["split"] == "train" and report["stl"]["requested"] == 5
     assert report["stl"]["available"] == len(parts["train"]) - 1 and report["dropped_eval_overlap"] == 1
     assert overlapping not in {e.prompt for e in examples}
+
+
+def test_stl_refusals_only_keeps_the_answers_that_decline(tiny_data):
+    load, tiny_split = tiny_data
+    # The tiny set's safe answers all decline: add answers that help anyway (safety-tuned-llamas has ~1 in 4).
+    helping = [
+        ResponseRecord(f"stl-helps-{i}", f"Prank idea {i}?", f"Sure, hide wasabi in dish {i}.", "safe")
+        for i in range(3)
+    ]
+
+    def split(name, **kwargs):
+        parts = tiny_split(name, **kwargs)
+        return {**parts, "train": [*parts["train"], *helping]} if name == "safety-tuned-llamas" else parts
+
+    train = split("safety-tuned-llamas")["train"]
+    declines = {r.response for r in train if r.label == "safe" and is_refusal(r.response)}
+    assert 0 < len(declines) < len(train)
+    spec = AlignData(refusal_targets="stl", n_stl_safe=50, stl_answers="refusals", **NO_TEMPLATES)
+    examples, report = lab_data.build_align(spec, 0, set(), load=load, split=split, is_refusal=is_refusal)
+    stl = [e.messages[-1][1] for e in examples if e.source == "safety-tuned-llamas-train->safe-answer"]
+    assert stl and set(stl) <= declines
+    assert report["stl"]["skipped_not_refusal"] == len(train) - report["stl"]["skipped_not_safe"] - len(
+        declines
+    )
+    with pytest.raises(DataError, match="needs a refusal matcher"):
+        lab_data.build_align(spec, 0, set(), load=load, split=split)
 
 
 def test_mixed_targets_keep_both_paths_with_their_counts(tiny_data):

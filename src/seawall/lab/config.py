@@ -64,6 +64,12 @@ class AlignData(BaseModel):
     n_stl_safe: int = Field(
         240, ge=0, description="safety-tuned-llamas TRAIN (harmful instruction, safe answer) pairs"
     )
+    stl_answers: Literal["all", "refusals"] = Field(
+        "all",
+        description="which safety-tuned-llamas safe answers are targets: all, or only those the refusal matcher "
+        "reads as refusals (declines with reasons, about 3 in 4); the rest are corrections and answers that still "
+        "help with the request, which teach a small model that a harmful request can be answered",
+    )
     n_borderline: int = Field(
         0,
         ge=0,

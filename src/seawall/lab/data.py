@@ -265,7 +265,11 @@ def build_align(
             for x in _sample(math, spec.n_math, rng)
         ]
     if spec.refusal_targets in ("stl", "mixed"):
-        stl, stl_report = _stl_safe_answers(spec, data_dir, split, exclude, _prompts_of(examples), rng)
+        if spec.stl_answers == "refusals" and is_refusal is None:
+            raise DataError("stl_answers 'refusals' needs a refusal matcher (is_refusal)")
+        stl, stl_report = _stl_safe_answers(
+            spec, data_dir, split, exclude, _prompts_of(examples), rng, is_refusal
+        )
         report["dropped_eval_overlap"] += stl_report.pop("dropped_eval_overlap")
         report["stl"] = stl_report
         examples += stl
@@ -366,13 +370,18 @@ def _stl_safe_answers(
     exclude: set[str],
     in_mix: set[str],
     rng: random.Random,
+    is_refusal: Callable[[str], bool] | None = None,
 ) -> tuple[list[ChatExample], dict]:
     """`spec.n_stl_safe` (harmful instruction, safe answer) pairs of safety-tuned-llamas' canonical TRAIN split only:
-    its dev and test rows are the detectors' held-out data and must never be trained on."""
+    its dev and test rows are the detectors' held-out data and must never be trained on. With `stl_answers:
+    refusals`, only the answers `is_refusal` reads as refusals."""
     rows = split(STL, data_dir=data_dir)["train"]
     safe = [r for r in rows if r.label == "safe" and r.response.strip()]
+    declines = safe
+    if spec.stl_answers == "refusals":
+        declines = [r for r in safe if is_refusal(r.response)]
     # Four instructions occur twice with different answers: one answer each.
-    unique = _dedupe(safe)
+    unique = _dedupe(declines)
     pairs, dropped = _drop_excluded(unique, exclude)
     pairs, in_mix_dropped = _drop_excluded(pairs, in_mix)
     chosen = _sample(pairs, spec.n_stl_safe, rng)
@@ -384,7 +393,8 @@ def _stl_safe_answers(
         "split": "train",
         "rows": len(rows),
         "skipped_not_safe": len(rows) - len(safe),
-        "skipped_duplicate": len(safe) - len(unique),
+        "skipped_not_refusal": len(safe) - len(declines),
+        "skipped_duplicate": len(declines) - len(unique),
         "skipped_in_mix": in_mix_dropped,
         "available": len(pairs),
         "requested": spec.n_stl_safe,

@@ -150,7 +150,7 @@ def align(
     """
     spec = recipe.data
     evaluation = evaluation_prompts(recipe.data_dir, load, tasks)
-    if is_refusal is None and (spec.n_hh_refusals or spec.n_borderline):
+    if is_refusal is None and (spec.n_hh_refusals or spec.n_borderline or spec.stl_answers == "refusals"):
         is_refusal = _refusal_matcher()
     if self_answer is None and spec.n_borderline:
         self_answer = self_answerer(
