@@ -2,13 +2,14 @@
 
 Issue 12 asks for bf16 autocast (fp32 master weights) at ≥ 1.5× the speed of fp32. Whether it is faster depends on
 the CPU (AMX, AVX512-BF16 or neither), so this bench measures it per machine. Two workloads, each a full optimizer
-step (forward, backward, gradient clipping, AdamW) as the project's loops run it:
-- `encoder`: the detector's fine-tuning step (`seawall.detect.training.train`): all-MiniLM-L6-v2 with a fresh
-  2-way head, cross-entropy on a class-balanced batch, AdamW with the encoder backend's default lr and weight decay,
-  batch 16 × 128 tokens;
-- `lora`: the lab's SFT step (`seawall.lab.train.train`): SmolLM2-135M-Instruct with PEFT LoRA on every block
-  linear, the loss on the reply tokens (`response_loss_sum`), the optimizer settings and batch shape (8 × 192 tokens)
-  of the SmolLM2 experiment's align recipe (configs/smollm2-135m.yaml).
+step (forward, backward, gradient clipping, AdamW) run by the loop's own step function, so the bench times what the
+loop runs:
+- `encoder`: the detector's fine-tuning step (`seawall.detect.training.optimizer_step`): all-MiniLM-L6-v2 with a
+  fresh 2-way head, cross-entropy on a class-balanced batch, AdamW with the encoder backend's default lr and weight
+  decay, batch 16 × 128 tokens;
+- `lora`: the lab's SFT step (`seawall.lab.train.optimizer_step`, without the learning-rate schedule):
+  SmolLM2-135M-Instruct with PEFT LoRA on every block linear, the loss on the reply tokens, the optimizer settings
+  and batch shape (8 × 192 tokens) of the SmolLM2 experiment's align recipe (configs/smollm2-135m.yaml).
 Each batch is real SecureBreak (prompt, response) pairs, drawn with a fixed seed among those long enough to fill the
 sequence length, so every row is exactly that many tokens and no padding is timed.
 
@@ -54,8 +55,6 @@ WORKLOADS = ("encoder", "lora")
 WARMUP_STEPS = 2
 VARIANTS = ("float32", "bfloat16")
 SEED = 0
-# Both training loops clip the gradient norm at 1.0 before the optimizer step.
-GRAD_CLIP = 1.0
 BF16_SKIPPED = "this CPU has no bf16 matrix units ({units}): the training loops run fp32 here; --bf16 measures the emulation"
 # First-step losses closer than this (relative) agree: bf16 keeps 8 significant bits (~0.4% per rounding), and the
 # loss is a mean over many tokens, so a larger gap means autocast computed something else, not rounding.
@@ -94,6 +93,7 @@ def encoder_workload(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from seawall.detect.encoder import EncoderDetector
+    from seawall.detect.training import TrainSettings, optimizer_step
     from seawall.models import resolve_model
     from seawall.models.load import quiet_transformers
 
@@ -138,15 +138,17 @@ def encoder_workload(
         )
 
     def step(model: Any, optimizer: Any, params: list[Any], mode: str) -> float:
-        # The body of seawall.detect.training.train's loop: only the forward pass under autocast.
-        with precision.autocast(mode):
-            logits = model(**batch).logits
-        loss = loss_fn(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-        optimizer.step()
-        return loss.item()
+        # The encoder backend's forward (EncoderDetector._forward) and the loop's default clipping.
+        return optimizer_step(
+            lambda b: model(**b).logits,
+            batch,
+            labels,
+            loss_fn,
+            optimizer,
+            params,
+            TrainSettings.grad_clip,
+            mode,
+        )
 
     record = {
         "model": model_ref,
@@ -171,11 +173,16 @@ def align_train_config() -> Any:
 def lora_workload(model_ref: str, records: Sequence[Any], threads: int) -> Workload:
     """The lab's SFT step: LoRA on the chat model, the loss on the reply tokens, the align recipe's settings."""
     import torch
-    from peft import LoraConfig, get_peft_model
 
     from seawall.lab.recipes import resolve_model_dir
-    from seawall.lab.train import IGNORE, ChatExample, encode_example, load_causal_lm, response_loss_sum
-    from seawall.models.load import quiet_transformers
+    from seawall.lab.train import (
+        IGNORE,
+        ChatExample,
+        encode_example,
+        load_causal_lm,
+        optimizer_step,
+        with_lora,
+    )
 
     config = align_train_config()
     model, tokenizer = load_causal_lm(resolve_model_dir(model_ref), threads)
@@ -198,34 +205,16 @@ def lora_workload(model_ref: str, records: Sequence[Any], threads: int) -> Workl
         "attention_mask": torch.ones(len(ids), config.max_length, dtype=torch.long),
     }
     n_tokens = int((batch["labels"][:, 1:] != IGNORE).sum())
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [t for t in config.lora_targets if t in present]
     torch.manual_seed(SEED)  # the adapters' initial weights
-    with quiet_transformers():
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=config.lora_r,
-                lora_alpha=config.lora_alpha,
-                lora_dropout=config.lora_dropout,
-                target_modules=targets,
-                task_type="CAUSAL_LM",
-            ),
-        )
+    model, targets = with_lora(model, config, model_ref)
     model.train()
 
     def make_optimizer(params: list[Any]) -> Any:
         return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
 
     def step(model: Any, optimizer: Any, params: list[Any], mode: str) -> float:
-        # The body of seawall.lab.train.train's loop with grad_accum 1 (the learning-rate schedule is left out).
-        with precision.autocast(mode):
-            loss_sum, _ = response_loss_sum(model, batch)
-        (loss_sum / n_tokens).backward()
-        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss_sum.item() / n_tokens
+        # One micro-batch (grad_accum 1) and no scheduler: the learning-rate schedule is left out of the timing.
+        return optimizer_step(model, [batch], optimizer, None, mode)
 
     record = {
         "model": model_ref,

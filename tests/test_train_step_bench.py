@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from seawall.detect.tiny import save_tiny_bert
 from seawall.generation.tiny import build_tiny_chat_model
 from seawall.models import precision
 
@@ -48,7 +49,7 @@ def torch_threads():
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """A 2-layer BERT with a character-level WordPiece vocabulary (every text encodes) and a tiny chat Llama."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertTokenizerFast
 
     root = tmp_path_factory.mktemp("models")
     bert = root / "bert"
@@ -57,17 +58,10 @@ def tiny_models(tmp_path_factory):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters, *(f"##{c}" for c in characters)]
     (bert / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(bert / "vocab.txt"))
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=256,
-    )
-    BertForSequenceClassification(config).save_pretrained(bert)
-    tokenizer.save_pretrained(bert)
-    return {"encoder_model": str(bert), "lora_model": str(build_tiny_chat_model(root / "llama"))}
+    return {
+        "encoder_model": str(save_tiny_bert(bert, tokenizer)),
+        "lora_model": str(build_tiny_chat_model(root / "llama")),
+    }
 
 
 def test_both_workloads_interleave_fp32_and_bf16_and_record_the_machine(

@@ -37,31 +37,19 @@ def tiny_texts(sb_split) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, tiny_texts) -> Path:
     """A 2-layer random BERT with a word-level tokenizer, saved as an HF folder."""
-    import torch
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    raw = _tokenizer(tiny_texts)
+    from seawall.detect.tiny import save_tiny_bert
+
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=raw,
+        tokenizer_object=_tokenizer(tiny_texts),
         unk_token="[UNK]",
         pad_token="[PAD]",
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
     )
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=raw.get_vocab_size(),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    BertModel(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), tok)
 
 
 @pytest.fixture(scope="session")

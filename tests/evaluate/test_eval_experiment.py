@@ -4,42 +4,23 @@ import pytest
 
 from seawall.detect import is_refusal
 from seawall.errors import SeawallError
-from seawall.evaluate.experiment import Experiment, ExperimentConfig, MethodSpec, load_config
+from seawall.evaluate.experiment import Experiment, MethodSpec, load_config
 from seawall.evaluate.report import write_report
 
-TRAIN = {"batch_size": 4, "grad_accum": 1, "max_length": 96, "learning_rate": 5e-3}
 
-
-def mini_config(tiny_model, output, methods, detector=None):
-    return ExperimentConfig.model_validate(
-        {
-            "name": "mini",
-            "model": str(tiny_model),
-            "output": str(output),
-            "align": {
-                "data": {"n_harmful": 4, "n_hh_refusals": 2, "n_benign": 6, "harmful_sources": ["advbench"]},
-                "train": {**TRAIN, "method": "lora", "lora_r": 4},
-            },
-            "degrade": {
-                "data": {"n_pairs": 4, "min_response_words": 3},
-                "train": {**TRAIN, "method": "full"},
-            },
-            "customize": {
-                "tasks": ["sst2"],
-                "harmful_shares": [0.25],
-                "n_train": 8,
-                "train": {**TRAIN, "method": "lora", "lora_r": 4},
-            },
-            "methods": methods,
-            "eval": {
-                "n_harmful_per_suite": 2,
-                "n_benign_per_suite": 2,
-                "n_task": 4,
-                "decoding": {"max_new_tokens": 4, "batch_size": 8},
-                "n_boot": 200,
-                "detector": detector,
-            },
-        }
+def mini_config(mini_experiment, tiny_model, output, methods, detector=None):
+    return mini_experiment(
+        tiny_model,
+        output,
+        methods,
+        align_data={"n_hh_refusals": 2, "n_benign": 6},
+        eval={
+            "n_harmful_per_suite": 2,
+            "n_benign_per_suite": 2,
+            "n_task": 4,
+            "n_boot": 200,
+            "detector": detector,
+        },
     )
 
 
@@ -56,7 +37,7 @@ def _rerun_without_generation(config, load, split, calls):
 
 
 @pytest.mark.slow
-def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
+def test_mini_experiment_end_to_end_and_resume(mini_experiment, tiny_model, tiny_data, tmp_path):
     load, split = tiny_data
     from seawall.detect import make_detector
 
@@ -73,7 +54,7 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
         {"name": "safemerge"},
         {"name": "safegene", "params": safegene},
     ]
-    config = mini_config(tiny_model, tmp_path / "run", methods, str(detector))
+    config = mini_config(mini_experiment, tiny_model, tmp_path / "run", methods, str(detector))
     results = Experiment(config, load=load, split=split, is_refusal=is_refusal, log=lambda s: None).run()
 
     rows = results["rows"]
@@ -147,7 +128,7 @@ def test_mini_experiment_end_to_end_and_resume(tiny_model, tiny_data, tmp_path):
 
 @pytest.mark.slow
 def test_recovery_whatever_the_method_order_and_a_reapplied_method_is_measured_again(
-    tiny_model, tiny_data, tmp_path
+    mini_experiment, tiny_model, tiny_data, tmp_path
 ):
     from seawall.evaluate.metrics import recovery
     from seawall.generation.cache import model_fingerprint
@@ -155,7 +136,9 @@ def test_recovery_whatever_the_method_order_and_a_reapplied_method_is_measured_a
     load, split = tiny_data
     run = tmp_path / "run"
     # `none` listed last: the method before it still gets its recovery.
-    config = mini_config(tiny_model, run, [{"name": "resta", "params": {"beta": 0.5}}, {"name": "none"}])
+    config = mini_config(
+        mini_experiment, tiny_model, run, [{"name": "resta", "params": {"beta": 0.5}}, {"name": "none"}]
+    )
     rows = Experiment(config, load=load, split=split, is_refusal=is_refusal, log=lambda s: None).run()["rows"]
     aligned, resta, none = rows[1], rows[3], rows[4]
     assert (resta["method"], none["method"]) == ("resta", "none")
@@ -165,7 +148,9 @@ def test_recovery_whatever_the_method_order_and_a_reapplied_method_is_measured_a
     )
 
     # RESTA re-applied with another β into the same folder: its row measures the new model.
-    changed = mini_config(tiny_model, run, [{"name": "resta", "params": {"beta": 2.0}}, {"name": "none"}])
+    changed = mini_config(
+        mini_experiment, tiny_model, run, [{"name": "resta", "params": {"beta": 2.0}}, {"name": "none"}]
+    )
     Experiment(changed, load=load, split=split, is_refusal=is_refusal, log=lambda s: None).run()
     restored = run / "restored" / "sst2-h25" / "resta" / "model"
     result = json.loads((run / "evals" / "sst2-h25__resta" / "result.json").read_text())

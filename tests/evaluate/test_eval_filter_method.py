@@ -7,9 +7,7 @@ import pytest
 from seawall.data.records import ResponseRecord
 from seawall.detect import is_refusal
 from seawall.errors import SeawallError
-from seawall.evaluate.experiment import Experiment, ExperimentConfig
-
-TRAIN = {"batch_size": 4, "grad_accum": 1, "max_length": 256, "learning_rate": 5e-3}
+from seawall.evaluate.experiment import Experiment
 
 
 def _detector(folder, load, offset=100):
@@ -34,45 +32,26 @@ def _detector(folder, load, offset=100):
     return folder
 
 
-def _config(tiny_model, output, methods):
-    return ExperimentConfig.model_validate(
-        {
-            "name": "mini-filter",
-            "model": str(tiny_model),
-            "output": str(output),
-            "align": {
-                "data": {"n_harmful": 4, "n_hh_refusals": 0, "n_benign": 4, "harmful_sources": ["advbench"]},
-                "train": {**TRAIN, "method": "lora", "lora_r": 4, "max_steps": 1},
-            },
-            "degrade": {
-                "data": {"n_pairs": 4, "min_response_words": 3},
-                "train": {**TRAIN, "method": "full", "max_steps": 1},
-            },
-            "customize": {
-                "tasks": ["sst2"],
-                "harmful_shares": [0.25],
-                "n_train": 8,
-                "train": {**TRAIN, "method": "lora", "lora_r": 4},
-            },
-            "methods": methods,
-            "eval": {
-                "n_harmful_per_suite": 1,
-                "n_benign_per_suite": 1,
-                "n_task": 2,
-                "decoding": {"max_new_tokens": 4, "task_max_new_tokens": 2, "batch_size": 8},
-                "n_boot": 50,
-            },
-        }
+def _config(mini_experiment, tiny_model, output, methods):
+    return mini_experiment(
+        tiny_model,
+        output,
+        methods,
+        name="mini-filter",
+        train={"max_length": 256},
+        max_steps={"align": 1, "degrade": 1},
+        eval={"decoding": {"max_new_tokens": 4, "task_max_new_tokens": 2, "batch_size": 8}},
     )
 
 
-@pytest.mark.slow
-def test_filter_method_customizes_on_the_kept_rows_and_is_measured(tiny_model, tiny_data, tmp_path):
+def test_filter_method_customizes_on_the_kept_rows_and_is_measured(
+    mini_experiment, tiny_model, tiny_data, tmp_path
+):
     load, split = tiny_data
     detector = _detector(tmp_path / "filter-detector", load)
     run = tmp_path / "run"
     methods = [{"name": "none"}, {"name": "filter", "params": {"detector": str(detector)}}]
-    config = _config(tiny_model, run, methods)
+    config = _config(mini_experiment, tiny_model, run, methods)
     logs = []
     results = Experiment(config, load=load, split=split, is_refusal=is_refusal, log=logs.append).run()
 
@@ -102,12 +81,14 @@ def test_filter_method_customizes_on_the_kept_rows_and_is_measured(tiny_model, t
     assert json.loads((folder / "method.json").read_text())["detector_id"] == new_id != method["detector_id"]
 
 
-def test_filter_method_errors_name_the_parameter_and_the_detector(tiny_model, tiny_data, tmp_path):
+def test_filter_method_errors_name_the_parameter_and_the_detector(
+    mini_experiment, tiny_model, tiny_data, tmp_path
+):
     from seawall.evaluate.methods import filtered_target
 
     load, split = tiny_data
     experiment = Experiment(
-        _config(tiny_model, tmp_path / "run", [{"name": "none"}]),
+        _config(mini_experiment, tiny_model, tmp_path / "run", [{"name": "none"}]),
         load=load,
         split=split,
         is_refusal=is_refusal,

@@ -8,57 +8,36 @@ import pytest
 
 from seawall.detect import is_refusal
 from seawall.evaluate import methods as eval_methods
-from seawall.evaluate.experiment import Experiment, ExperimentConfig, load_config
+from seawall.evaluate.experiment import Experiment, load_config
 from seawall.lab import recipes
 from seawall.lab.tiny import GEMMA_TURN_TOKENS, build_tiny_base_model
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TRAIN = {"batch_size": 4, "grad_accum": 1, "max_length": 96, "learning_rate": 5e-3, "max_steps": 2}
+# The original stage trains as the mini experiment's other stages do.
+ORIGINAL_TRAIN = {"batch_size": 4, "grad_accum": 1, "max_length": 96, "learning_rate": 5e-3, "max_steps": 2}
 
 
-def _config(model, output, original):
-    return ExperimentConfig.model_validate(
-        {
-            "name": "mini-original",
-            "model": str(model),
-            "output": str(output),
-            "original": original,
-            "align": {
-                "data": {"n_harmful": 4, "n_hh_refusals": 0, "n_benign": 4, "harmful_sources": ["advbench"]},
-                "train": {**TRAIN, "method": "lora", "lora_r": 4},
-            },
-            "degrade": {
-                "data": {"n_pairs": 4, "min_response_words": 3},
-                "train": {**TRAIN, "method": "full"},
-            },
-            "customize": {
-                "tasks": ["sst2"],
-                "harmful_shares": [0.25],
-                "n_train": 8,
-                "train": {**TRAIN, "method": "lora", "lora_r": 4},
-            },
-            "methods": [{"name": "none"}, {"name": "safe-lora"}],
-            "eval": {
-                "n_harmful_per_suite": 1,
-                "n_benign_per_suite": 1,
-                "n_task": 2,
-                "decoding": {"max_new_tokens": 4, "batch_size": 8},
-                "n_boot": 50,
-            },
-        }
+def _config(mini_experiment, model, output, original):
+    return mini_experiment(
+        model,
+        output,
+        [{"name": "none"}, {"name": "safe-lora"}],
+        name="mini-original",
+        train={"max_steps": 2},
+        original=original,
     )
 
 
 @pytest.mark.slow
 def test_the_instructed_base_is_the_measured_original_a_s_start_and_the_methods_base(
-    tiny_data, tmp_path, monkeypatch
+    mini_experiment, tiny_data, tmp_path, monkeypatch
 ):
     load, split = tiny_data
     base = build_tiny_base_model(tmp_path / "base", GEMMA_TURN_TOKENS)
     original = {
         "chat_template": "auto",
         "data": {"n_alpaca": 6, "n_math": 2},
-        "train": {**TRAIN, "method": "lora", "lora_r": 4},
+        "train": {**ORIGINAL_TRAIN, "method": "lora", "lora_r": 4},
     }
     run = tmp_path / "run"
     bases = []
@@ -70,7 +49,11 @@ def test_the_instructed_base_is_the_measured_original_a_s_start_and_the_methods_
 
     monkeypatch.setattr(eval_methods, "apply_method", spy)
     results = Experiment(
-        _config(base, run, original), load=load, split=split, is_refusal=is_refusal, log=lambda s: None
+        _config(mini_experiment, base, run, original),
+        load=load,
+        split=split,
+        is_refusal=is_refusal,
+        log=lambda s: None,
     ).run()
 
     instructed = run / "original" / "model"

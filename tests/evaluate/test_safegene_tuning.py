@@ -15,7 +15,7 @@ from seawall.data.hygiene import normalized_set
 from seawall.data.suites import evaluation_prompts
 from seawall.detect import is_refusal
 from seawall.errors import SeawallError
-from seawall.evaluate.experiment import Experiment, ExperimentConfig
+from seawall.evaluate.experiment import Experiment
 from seawall.evaluate.methods import (
     experiment_shots,
     grid_points,
@@ -26,7 +26,6 @@ from seawall.evaluate.methods import (
 from seawall.evaluate.report import markdown, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAIN = {"batch_size": 4, "grad_accum": 1, "max_length": 96, "learning_rate": 5e-3}
 # 40 HarmBench-val prompts: the 32 shots leave 8 for tuning.
 N_PER_SET = 40
 REFUSAL = "I'm sorry, but I can't help with that."
@@ -139,41 +138,19 @@ def test_the_report_shows_the_tuning_table_only_for_tuned_rows():
     assert text.startswith(markdown(committed, {}).rstrip("\n"))
 
 
-def _config(tiny_model, output, tune):
+def _config(mini_experiment, tiny_model, output, tune):
     # Short sequences: a calibration is then a few seconds on the tiny model, and the test runs seven.
     safegene = {
         "select": {"top_k": 2, "cumulative": None, "max_length": 48},
         "calibrate": {"max_epochs": 1, "batch_size": 8, "response_tokens": 4, "max_length": 48},
         "tune": tune,
     }
-    return ExperimentConfig.model_validate(
-        {
-            "name": "mini-tuning",
-            "model": str(tiny_model),
-            "output": str(output),
-            "align": {
-                "data": {"n_harmful": 4, "n_hh_refusals": 0, "n_benign": 4, "harmful_sources": ["advbench"]},
-                "train": {**TRAIN, "method": "lora", "lora_r": 4, "max_steps": 1},
-            },
-            "degrade": {
-                "data": {"n_pairs": 4, "min_response_words": 3},
-                "train": {**TRAIN, "method": "full", "max_steps": 1},
-            },
-            "customize": {
-                "tasks": ["sst2"],
-                "harmful_shares": [0.25],
-                "n_train": 8,
-                "train": {**TRAIN, "method": "lora", "lora_r": 4, "max_steps": 1},
-            },
-            "methods": [{"name": "none"}, {"name": "safegene", "params": safegene}],
-            "eval": {
-                "n_harmful_per_suite": 1,
-                "n_benign_per_suite": 1,
-                "n_task": 2,
-                "decoding": {"max_new_tokens": 4, "batch_size": 8},
-                "n_boot": 50,
-            },
-        }
+    return mini_experiment(
+        tiny_model,
+        output,
+        [{"name": "none"}, {"name": "safegene", "params": safegene}],
+        name="mini-tuning",
+        train={"max_steps": 1},
     )
 
 
@@ -201,7 +178,7 @@ def _run(config, load, split, logs):
 
 @pytest.mark.slow
 def test_every_grid_point_is_scored_the_argmax_is_the_output_and_a_rerun_reuses_it(
-    tiny_model, roomy_data, tmp_path, monkeypatch
+    mini_experiment, tiny_model, roomy_data, tmp_path, monkeypatch
 ):
     import seawall.gene.methods.safegene as safegene_module
 
@@ -217,7 +194,7 @@ def test_every_grid_point_is_scored_the_argmax_is_the_output_and_a_rerun_reuses_
     tune = {"grid": {"select.top_k": [1, 2], "alpha_init": [0.5, 1.0]}, "n_harmful": 4, "n_benign": 4}
     run = tmp_path / "run"
     logs: list[str] = []
-    results = _run(_config(tiny_model, run, tune), load, split, logs)
+    results = _run(_config(mini_experiment, tiny_model, run, tune), load, split, logs)
 
     # Four points, each calibrated (on 1 or 2 layers: the selection is re-picked per top_k) and scored.
     assert len(calibrations) == 4 and [len(layers) for layers in calibrations] == [1, 1, 2, 2]
@@ -258,7 +235,7 @@ def test_every_grid_point_is_scored_the_argmax_is_the_output_and_a_rerun_reuses_
     (restored / "record.json").unlink()
     calibrations.clear()
     logs.clear()
-    again = _run(_config(tiny_model, run, tune), load, split, logs)
+    again = _run(_config(mini_experiment, tiny_model, run, tune), load, split, logs)
     assert len(calibrations) == 2 and calibrations[-1] == record["report"]["selected_layers"]
     assert any("3 of 4 grid points scored" in line for line in logs)
     assert any("reusing the tuned choice" in line for line in logs)
@@ -268,7 +245,7 @@ def test_every_grid_point_is_scored_the_argmax_is_the_output_and_a_rerun_reuses_
     calibrations.clear()
     logs.clear()
     changed = {"grid": {"alpha_init": [0.75]}, "n_harmful": 3, "n_benign": 4}
-    again = _run(_config(tiny_model, run, changed), load, split, logs)
+    again = _run(_config(mini_experiment, tiny_model, run, changed), load, split, logs)
     assert len(calibrations) == 1 and any("tuning again" in line for line in logs)
     tuned = next(r for r in again["rows"] if r.get("method") == "safegene")["method_tuning"]
     assert tuned["prompts"]["harmful"] == 3 and tuned["chosen"]["knobs"] == {"alpha_init": 0.75}

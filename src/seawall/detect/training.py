@@ -167,6 +167,31 @@ def predict_logits(
     return out
 
 
+def optimizer_step(
+    forward: Callable[[dict[str, Any]], Any],
+    batch: dict[str, Any],
+    labels: Any,
+    loss_fn: Callable[[Any, Any], Any],
+    optimizer: Any,
+    params: list[Any],
+    grad_clip: float,
+    precision: str = "float32",
+) -> float:
+    """One optimizer step of `train`: the forward pass under autocast (`precision`), the loss in fp32, backward,
+    gradient-norm clipping at `grad_clip` and the optimizer step; returns the loss. The caller sets the learning
+    rate (bench/train_step.py times this very step)."""
+    import torch
+
+    with autocast(precision):
+        logits = forward(batch)
+    loss = loss_fn(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
 def train(
     model: Any,
     forward: Callable[[dict[str, Any]], Any],
@@ -248,21 +273,24 @@ def train(
         for index in batches[step - epoch * steps_per_epoch :]:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-            with autocast(settings.precision):
-                logits = forward(train_data.batch(index, pad_id))
-            loss = loss_fn(logits.float(), torch.tensor(y[index], dtype=torch.long))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-            optimizer.step()
+            loss = optimizer_step(
+                forward,
+                train_data.batch(index, pad_id),
+                torch.tensor(y[index], dtype=torch.long),
+                loss_fn,
+                optimizer,
+                params,
+                settings.grad_clip,
+                settings.precision,
+            )
             step += 1
-            history["loss"].append(round(loss.item(), 5))
+            history["loss"].append(round(loss, 5))
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}")
             if dev is not None and (step % eval_every == 0 or step == total):
                 auroc = evaluate()
                 history["dev"].append({"step": step, "auroc": auroc})
-                bar.set_postfix(loss=f"{loss.item():.3f}", dev_auroc=f"{auroc:.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}", dev_auroc=f"{auroc:.3f}")
                 if auroc > best["auroc"]:
                     best = {"auroc": auroc, "step": step, "state": _snapshot(model)}
                     bad_evals = 0

@@ -132,6 +132,30 @@ def _trainable(model: Any) -> dict[str, Any]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
+def optimizer_step(
+    model: Any, micro: Sequence[dict[str, Any]], optimizer: Any, scheduler: Any | None, precision: str
+) -> float:
+    """One optimizer step of `train` over the micro-batches `micro` (gradient accumulation): each forward pass under
+    autocast (`precision`), the loss normalised by the reply tokens of all of them, the gradient norm clipped at
+    1.0, the optimizer and then `scheduler` stepped (None: a constant learning rate, as bench/train_step.py times
+    it); returns the loss per reply token."""
+    import torch
+
+    n_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
+    total = 0.0
+    for batch in micro:
+        with autocast(precision):
+            loss_sum, _ = response_loss_sum(model, batch)
+        (loss_sum / max(1, n_tokens)).backward()
+        total += loss_sum.item()
+    torch.nn.utils.clip_grad_norm_(list(_trainable(model).values()), 1.0)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total / max(1, n_tokens)
+
+
 def _save_checkpoint(path: Path, model: Any, optimizer: Any, state: dict[str, Any]) -> None:
     import torch
     from safetensors.torch import save_file
@@ -202,6 +226,30 @@ def load_causal_lm(
     return model, tokenizer
 
 
+def with_lora(model: Any, config: TrainConfig, model_dir: str | Path) -> tuple[Any, list[str]]:
+    """`model` wrapped with PEFT LoRA adapters (`config`'s rank, alpha and dropout) on those of `config.lora_targets`
+    it has, and those targets; a model with none of them (loaded from `model_dir`) is an error."""
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in config.lora_targets if t in present]
+    if not targets:
+        raise SeawallError(f"none of the LoRA targets {config.lora_targets} exist in {model_dir}")
+    # PEFT reads transformers' deprecated `is_gradient_checkpointing` (a FutureWarning on every run): debug log.
+    with quiet_transformers():
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=targets,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    return model, targets
+
+
 def _recipe_identity(config: Any) -> Any:
     """A recipe as compared with a finished run's: without `train.precision`, which changes speed, not the recipe."""
     if isinstance(config, dict) and isinstance(config.get("train"), dict):
@@ -258,24 +306,7 @@ def train(
 
         template_record["chat_template"] = give_chat_template(tokenizer, model, chat_template)
     if config.method == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        targets = [t for t in config.lora_targets if t in present]
-        if not targets:
-            raise SeawallError(f"none of the LoRA targets {config.lora_targets} exist in {model_dir}")
-        # PEFT reads transformers' deprecated `is_gradient_checkpointing` (a FutureWarning on every run): debug log.
-        with quiet_transformers():
-            model = get_peft_model(
-                model,
-                LoraConfig(
-                    r=config.lora_r,
-                    lora_alpha=config.lora_alpha,
-                    lora_dropout=config.lora_dropout,
-                    target_modules=targets,
-                    task_type="CAUSAL_LM",
-                ),
-            )
+        model, _ = with_lora(model, config, model_dir)
     model.train()
 
     encoded, skipped = [], []
@@ -337,18 +368,7 @@ def train(
     bar = tqdm(total=total_steps, initial=step, desc=f"train {output.name}", unit="step")
     for index in range(step, total_steps):
         micro = [_collate([encoded[i] for i in batch], pad_id) for batch in groups[index]]
-        n_tokens = sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in micro)
-        total = 0.0
-        for batch in micro:
-            with autocast(precision):
-                loss_sum, _ = response_loss_sum(model, batch)
-            (loss_sum / max(1, n_tokens)).backward()
-            total += loss_sum.item()
-        torch.nn.utils.clip_grad_norm_(list(_trainable(model).values()), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(round(total / max(1, n_tokens), 5))
+        losses.append(round(optimizer_step(model, micro, optimizer, scheduler, precision), 5))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         done = index + 1
