@@ -409,3 +409,13 @@ def test_the_refusal_matcher_can_judge_the_harmful_samples():
     assert harmful["harmful:mixed"].chosen == "I won't help." and harmful["harmful:safe"].rejected == "No."
     assert set(report["pairs"]) == {"refusal"} and report["pairs"]["refusal"] == len(pairs)
     assert report["judged"]["refusal"]["unsafe"] == 5 and report["judged"]["refusal"]["safe"] == 2
+
+
+def test_without_template_rejected_a_benign_prompt_needs_a_sampled_refusal():
+    pairs, report = build_pairs(ITEMS, SAMPLES, unsafe_if_marked, is_refusal, seed=0, template_rejected=False)
+    benign = {p.id: p for p in pairs if p.kind != "harmful"}
+    # "benign:helpful" had no refused sample: skipped, not paired against a template.
+    assert set(benign) == {"benign:both", "benign:refused"}
+    assert {p.rejected_from for p in benign.values()} == {"sample"}
+    assert report["skipped"]["benign_no_refusal_sample"] == 1
+    assert "benign_rejected_refusal_template" not in report["fallbacks"]

@@ -285,6 +285,12 @@ class PreferenceData(BaseModel):
         "ones; any that is an evaluation prompt is dropped and counted",
     )
     n_borderline: int = Field(100, ge=0)
+    template_rejected: bool = Field(
+        True,
+        description="a benign or borderline prompt none of whose samples is a refusal takes a templated refusal "
+        "as its rejected side (True) or is skipped (False): pairs against a template the model does not produce "
+        "teach it never to open with a refusal, harmful prompts included",
+    )
     harmful_judge: Literal["detector", "refusal"] = Field(
         "detector",
         description="what judges the harmful prompts' samples: the detector (unsafe = flagged), or the refusal "

@@ -318,6 +318,7 @@ def build_pairs(
     seed: int = 0,
     harmful_judge: str = "detector",
     reference_answers: Mapping[str, str] | None = None,
+    template_rejected: bool = True,
 ) -> tuple[list[PreferencePair], dict]:
     """Preference pairs from judged samples; the report counts what each judge decided, every fallback and skip.
 
@@ -325,7 +326,8 @@ def build_pairs(
     judge in the pairs and the report). All unsafe: chosen = the prompt's safe answer (safety-tuned-llamas) or a
     templated refusal. All safe: skipped (nothing to push away from). Benign prompt: chosen = a sample that is not a
     refusal (none: the reference model's answer in `reference_answers`, prompt → answer, else the dataset's answer,
-    else skipped), rejected = a sampled refusal (none: a templated refusal). Empty samples are never a side.
+    else skipped), rejected = a sampled refusal (none: a templated refusal, or skipped without
+    `template_rejected`). Empty samples are never a side.
     """
     if len(items) != len(samples):
         raise SeawallError(f"{len(items)} prompts but {len(samples)} sample lists")
@@ -387,6 +389,9 @@ def build_pairs(
         helpful = [s for s in usable[i] if not is_refusal(s)]
         judged["refusal"]["refusal"] += len(refusals)
         judged["refusal"]["helpful"] += len(helpful)
+        if not refusals and not template_rejected:
+            skipped["benign_no_refusal_sample"] += 1
+            continue
         if helpful:
             chosen, chosen_from = rng.choice(helpful), "sample"
         elif item.prompt in reference_answers:
@@ -799,6 +804,7 @@ def align_dpo(
         recipe.train.seed,
         harmful_judge=recipe.data.harmful_judge,
         reference_answers=references,
+        template_rejected=recipe.data.template_rejected,
     )
     check_no_overlap({"dpo-train": [p.prompt for p in pairs]}, evaluation)
     output.mkdir(parents=True, exist_ok=True)
