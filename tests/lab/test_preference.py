@@ -411,11 +411,31 @@ def test_the_refusal_matcher_can_judge_the_harmful_samples():
     assert report["judged"]["refusal"]["unsafe"] == 5 and report["judged"]["refusal"]["safe"] == 2
 
 
-def test_without_template_rejected_a_benign_prompt_needs_a_sampled_refusal():
-    pairs, report = build_pairs(ITEMS, SAMPLES, unsafe_if_marked, is_refusal, seed=0, template_rejected=False)
+def test_template_rejected_share_zero_pairs_a_benign_prompt_only_against_a_sampled_refusal():
+    pairs, report = build_pairs(
+        ITEMS, SAMPLES, unsafe_if_marked, is_refusal, seed=0, template_rejected_share=0.0
+    )
     benign = {p.id: p for p in pairs if p.kind != "harmful"}
     # "benign:helpful" had no refused sample: skipped, not paired against a template.
     assert set(benign) == {"benign:both", "benign:refused"}
     assert {p.rejected_from for p in benign.values()} == {"sample"}
     assert report["skipped"]["benign_no_refusal_sample"] == 1
     assert "benign_rejected_refusal_template" not in report["fallbacks"]
+    # The other pairs are the same as with every template pair kept.
+    full, _ = build_pairs(ITEMS, SAMPLES, unsafe_if_marked, is_refusal, seed=0)
+    assert set(pairs) <= set(full)
+
+
+def test_a_partial_template_share_keeps_about_that_share_and_nests():
+    items = [PromptItem(f"benign:{i}", f"Name colour {i}.", "alpaca", "benign") for i in range(400)]
+    samples = [[f"Colour {i} is blue."] for i in range(400)]  # never a refusal: every pair needs a template
+    kept = {}
+    for share in (0.25, 0.5):
+        pairs, report = build_pairs(
+            items, samples, unsafe_if_marked, is_refusal, seed=0, template_rejected_share=share
+        )
+        kept[share] = {p.id for p in pairs}
+        assert report["fallbacks"]["benign_rejected_refusal_template"] == len(pairs)
+        assert report["skipped"]["benign_no_refusal_sample"] == 400 - len(pairs)
+        assert abs(len(pairs) / 400 - share) < 0.08
+    assert kept[0.25] < kept[0.5]

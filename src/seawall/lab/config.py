@@ -285,11 +285,13 @@ class PreferenceData(BaseModel):
         "ones; any that is an evaluation prompt is dropped and counted",
     )
     n_borderline: int = Field(100, ge=0)
-    template_rejected: bool = Field(
-        True,
-        description="a benign or borderline prompt none of whose samples is a refusal takes a templated refusal "
-        "as its rejected side (True) or is skipped (False): pairs against a template the model does not produce "
-        "teach it never to open with a refusal, harmful prompts included",
+    template_rejected_share: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="share of the benign and borderline prompts none of whose samples is a refusal that are paired "
+        "against a templated refusal (seeded draw); the others are skipped. Many such pairs teach the model never to "
+        "open with a refusal, harmful prompts included",
     )
     harmful_judge: Literal["detector", "refusal"] = Field(
         "detector",

@@ -318,7 +318,7 @@ def build_pairs(
     seed: int = 0,
     harmful_judge: str = "detector",
     reference_answers: Mapping[str, str] | None = None,
-    template_rejected: bool = True,
+    template_rejected_share: float = 1.0,
 ) -> tuple[list[PreferencePair], dict]:
     """Preference pairs from judged samples; the report counts what each judge decided, every fallback and skip.
 
@@ -326,12 +326,15 @@ def build_pairs(
     judge in the pairs and the report). All unsafe: chosen = the prompt's safe answer (safety-tuned-llamas) or a
     templated refusal. All safe: skipped (nothing to push away from). Benign prompt: chosen = a sample that is not a
     refusal (none: the reference model's answer in `reference_answers`, prompt → answer, else the dataset's answer,
-    else skipped), rejected = a sampled refusal (none: a templated refusal, or skipped without
-    `template_rejected`). Empty samples are never a side.
+    else skipped), rejected = a sampled refusal (none: a templated refusal for a `template_rejected_share` of
+    such prompts, drawn with the seed; the others are skipped). Empty samples are never a side.
     """
     if len(items) != len(samples):
         raise SeawallError(f"{len(items)} prompts but {len(samples)} sample lists")
     rng = random.Random(seed)
+    template_draw = random.Random(
+        seed + 1
+    )  # apart from `rng`, so that the share leaves the other choices as they are
     judged = {harmful_judge: Counter(), "refusal": Counter()}
     reference_answers = reference_answers or {}
     produced, from_samples, fallbacks, skipped = Counter(), Counter(), Counter(), Counter()
@@ -389,7 +392,9 @@ def build_pairs(
         helpful = [s for s in usable[i] if not is_refusal(s)]
         judged["refusal"]["refusal"] += len(refusals)
         judged["refusal"]["helpful"] += len(helpful)
-        if not refusals and not template_rejected:
+        # The draw happens for every such prompt (not only when the share is partial), so that the pairs of one
+        # share are a subset of the pairs of a larger share with the same seed.
+        if not refusals and template_draw.random() >= template_rejected_share:
             skipped["benign_no_refusal_sample"] += 1
             continue
         if helpful:
@@ -804,7 +809,7 @@ def align_dpo(
         recipe.train.seed,
         harmful_judge=recipe.data.harmful_judge,
         reference_answers=references,
-        template_rejected=recipe.data.template_rejected,
+        template_rejected_share=recipe.data.template_rejected_share,
     )
     check_no_overlap({"dpo-train": [p.prompt for p in pairs]}, evaluation)
     output.mkdir(parents=True, exist_ok=True)
