@@ -228,6 +228,10 @@ def median_run(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
+# Backends whose scoring runs a torch model and so has a precision (fp32, bf16 autocast, int8, ONNX).
+NEURAL_BACKENDS = ("encoder", "lm-judge", "cascade")
+
+
 def detector_info(detector: str) -> dict:
     """What the proxies score with: the `refusal` matcher, or a detector folder's id, backend and precision."""
     if detector == "refusal":
@@ -238,9 +242,12 @@ def detector_info(detector: str) -> dict:
 
     config = json.loads((Path(detector) / "detector.json").read_text())
     params = config.get("params", {})
-    scoring = (
-        "onnx" if params.get("runtime") == "onnx" else resolve_precision(params.get("precision", "auto"))
-    )
+    if config.get("backend") not in NEURAL_BACKENDS:  # TF-IDF and friends have no precision to speak of
+        scoring = "cpu"
+    elif params.get("runtime") == "onnx":
+        scoring = "onnx"
+    else:
+        scoring = resolve_precision(params.get("precision", "auto"))
     return {
         "detector": str(detector),
         "detector_id": config.get("detector_id"),

@@ -94,3 +94,10 @@ def test_percentiles_are_of_the_timed_repetitions_only(tmp_path, bench, monkeypa
     monkeypatch.setattr(bench, "resolve_detector", lambda spec: SlowFirst())
     latency = bench.detector_latency("slow-first", repetitions=5, warmups=2)
     assert latency["batch_1_p95_ms"] < 100 and latency["batch_8_p50_ms"] < 100
+
+
+def test_detector_info_gives_a_precision_only_to_neural_backends(tmp_path, bench):
+    folder = tfidf_detector_folder(tmp_path / "det")
+    info = bench.detector_info(str(folder))
+    assert info["backend"] == "tfidf" and info["scoring"] == "cpu"
+    assert bench.detector_info("refusal") == {"detector": "refusal"}

@@ -96,6 +96,18 @@ class AlignData(BaseModel):
         description="precision of the self-answer generation (auto: bf16 where the CPU has bf16 units); "
         "part of the generation cache key",
     )
+    n_contrast: int = Field(
+        0,
+        ge=0,
+        description="contrast pairs of `contrast_source` taught together: the benign prompt (which borrows the "
+        "vocabulary of harm) with the original model's own answer, its harmful twin with a templated refusal; a "
+        "pair whose benign answer is dropped (refusal, empty, unfinished) is dropped whole and counted",
+    )
+    contrast_source: str = Field(
+        "seawall-contrast:train",
+        description="the pair set (`name:split`): seawall's authored pairs, TRAIN split (the test split is held "
+        "out for choices such as a DPO strength)",
+    )
     n_hh_refusals: int = Field(
         60, ge=0, description="HH-RLHF harmless first turns whose chosen answer refuses"
     )

@@ -162,6 +162,42 @@ def borderline_candidates(
     return deduped, report
 
 
+def contrast_pairs(
+    spec: AlignData,
+    exclude: set[str],
+    in_mix: set[str] = frozenset(),
+    data_dir: str | None = None,
+    load: Callable = load_records,
+) -> tuple[list[tuple[PromptRecord, PromptRecord]], dict]:
+    """The (benign, harmful) twins of `spec.contrast_source`, in pair order. A pair with either twin among the
+    normalised evaluation prompts (`exclude`) or the prompts already in the mix (`in_mix`) is dropped whole and
+    counted, as is a pair that lacks a twin."""
+    name, split = _source_spec(spec.contrast_source)
+    halves: dict[str, dict[bool, PromptRecord]] = {}
+    for record in load(name, data_dir=data_dir, split=split):
+        halves.setdefault(record.metadata.get("group") or record.id, {})[bool(record.harmful)] = record
+    report = {
+        "source": spec.contrast_source,
+        "pairs": len(halves),
+        "incomplete": 0,
+        "dropped_eval_overlap": 0,
+        "skipped_in_mix": 0,
+    }
+    pairs = []
+    for key in sorted(halves):
+        twins = halves[key]
+        texts = {normalize_text(r.prompt) for r in twins.values()}
+        if set(twins) != {False, True}:
+            report["incomplete"] += 1
+        elif texts & exclude:
+            report["dropped_eval_overlap"] += 1
+        elif texts & in_mix:
+            report["skipped_in_mix"] += 1
+        else:
+            pairs.append((twins[False], twins[True]))
+    return pairs, report
+
+
 def _self_distilled(
     candidates: list[PromptRecord],
     n: int,
@@ -288,6 +324,30 @@ def build_align(
         own, counts = _self_distilled(candidates, spec.n_borderline, _answerer(self_answer), is_refusal)
         report["borderline"] = {**borderline, **counts, "requested": spec.n_borderline, "kept": len(own)}
         examples += own
+    if spec.n_contrast:
+        if self_answer is None or is_refusal is None:
+            raise DataError(
+                "n_contrast > 0 needs the original model's answers (self_answer) and a refusal matcher"
+            )
+        pairs, contrast = contrast_pairs(spec, exclude, _prompts_of(examples), data_dir, load)
+        report["dropped_eval_overlap"] += contrast.pop("dropped_eval_overlap")
+        rng.shuffle(pairs)
+        own, counts = _self_distilled(
+            [benign for benign, _ in pairs], spec.n_contrast, _answerer(self_answer), is_refusal
+        )
+        twins = {benign.id: harmful for benign, harmful in pairs}
+        for example in own:
+            harmful = twins[example.id.removeprefix("self:")]
+            examples += [
+                example,
+                ChatExample.of(
+                    f"refuse:{harmful.id}",
+                    harmful.prompt,
+                    varied_refusal(rng),
+                    source=f"{harmful.source}->refusal",
+                ),
+            ]
+        report["contrast"] = {**contrast, **counts, "requested": spec.n_contrast, "pairs_kept": len(own)}
     rng.shuffle(examples)
     report["counts"] = _count(examples)
     return examples, report

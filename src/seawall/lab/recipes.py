@@ -145,14 +145,16 @@ def align(
 ) -> dict:
     """Safety-align `recipe.model` into OUTPUT/model; returns the run record.
 
-    Borderline prompts (`recipe.data.n_borderline`) are answered by `recipe.model` itself before training
+    Borderline prompts and the benign contrast twins (`recipe.data.n_borderline`, `n_contrast`) are answered by
+    `recipe.model` itself before training
     (`self_answerer`, through `cache`: default the user's generation cache); `self_answer` replaces that.
     """
     spec = recipe.data
     evaluation = evaluation_prompts(recipe.data_dir, load, tasks)
-    if is_refusal is None and (spec.n_hh_refusals or spec.n_borderline or spec.stl_answers == "refusals"):
+    self_answered = spec.n_borderline or spec.n_contrast
+    if is_refusal is None and (spec.n_hh_refusals or self_answered or spec.stl_answers == "refusals"):
         is_refusal = _refusal_matcher()
-    if self_answer is None and spec.n_borderline:
+    if self_answer is None and self_answered:
         self_answer = self_answerer(
             resolve_model_dir(recipe.model),
             spec.borderline_max_new_tokens,

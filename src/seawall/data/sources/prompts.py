@@ -6,7 +6,7 @@ from pathlib import Path
 
 from seawall.data.dataset import Dataset, register
 from seawall.data.readers import ReadReport, read_json_array, read_jsonl, read_table
-from seawall.data.records import PromptRecord
+from seawall.data.records import PromptRecord, normalize_text
 from seawall.data.sources.common import read_json_object
 from seawall.data.split import CANONICAL_SEED, split_records
 from seawall.data.taxonomy import hazard
@@ -408,3 +408,64 @@ def load_stl_eval_harmful(root: Path, split: str | None) -> Dataset:
 def load_stl_eval_benign(root: Path, split: str | None) -> Dataset:
     """The two benign evaluation lists of safety-tuned-llamas (over-refusal); category = the list."""
     return _stl_eval(root, "stl-eval-benign", harmful=False)
+
+
+# Authored here, not downloaded: pairs of a benign prompt that borrows the vocabulary of harm ("kill a process") and a
+# harmful twin that shares its key words ("kill a neighbour"), so that the align recipe can teach the difference
+# instead of a vocabulary. Written without reference to the evaluation suites; the prompt-overlap guard checks it.
+CONTRAST_FILE = Path(__file__).resolve().parents[1] / "authored" / "contrast_prompts.json"
+# Split once by pair (both twins on the same side): training reads "train", held-out choices read "test".
+CONTRAST_FRACTIONS = {"train": 0.7, "test": 0.3}
+_CONTRAST_KEYS = ("id", "type", "benign", "harmful")
+
+
+@register(
+    "seawall-contrast",
+    kind="benign-prompts",
+    path="(packaged) seawall/data/authored/contrast_prompts.json",
+    licence="CC0-1.0",
+    description="contrast pairs written for seawall: a benign prompt in the vocabulary of harm and its harmful twin; "
+    "splits train/test: a seeded 70/30 split by pair, stratified by type",
+    splits=("train", "test"),
+)
+def load_seawall_contrast(root: Path, split: str | None, file: Path = CONTRAST_FILE) -> Dataset:
+    """Both twins of every pair as prompt records (`harmful` tells them apart, `category` is the pair's type,
+    `metadata["group"]` its id, so that splits keep twins together); `root` is unused (the file is packaged)."""
+    document = read_json_object(file)
+    pairs, types = document.get("pairs"), document.get("types")
+    if not isinstance(pairs, list) or not isinstance(types, dict):
+        raise DataError(f"{file}: expected an object with a 'types' object and a 'pairs' list")
+    report, records, seen_ids, seen_prompts = ReadReport(), [], set(), set()
+    for index, pair in enumerate(pairs):
+        where = f"{file}, pairs item {index}"
+        report.rows += 1
+        if not isinstance(pair, dict) or any(
+            not isinstance(pair.get(k), str) or not pair[k].strip() for k in _CONTRAST_KEYS
+        ):
+            raise DataError(f"{where}: needs non-empty strings {', '.join(_CONTRAST_KEYS)}")
+        if pair["type"] not in types:
+            raise DataError(f"{where}, field type: {pair['type']!r} is not one of {sorted(types)}")
+        if pair["id"] in seen_ids:
+            raise DataError(f"{where}, field id: {pair['id']!r} repeats an earlier pair")
+        seen_ids.add(pair["id"])
+        for harmful in (False, True):
+            text = pair["harmful" if harmful else "benign"].strip()
+            key = normalize_text(text)
+            if key in seen_prompts:
+                raise DataError(f"{where}: prompt {text[:60]!r} repeats an earlier one")
+            seen_prompts.add(key)
+            records.append(
+                PromptRecord(
+                    id=f"contrast-{pair['id']}-{'harmful' if harmful else 'benign'}",
+                    prompt=text,
+                    harmful=harmful,
+                    category=pair["type"],
+                    source="seawall-contrast",
+                    metadata={"group": pair["id"]},
+                )
+            )
+    if split is not None:
+        records = split_records(records, CONTRAST_FRACTIONS, CANONICAL_SEED, dataset="seawall-contrast")[
+            split
+        ]
+    return Dataset("seawall-contrast", records, report, split=split)
