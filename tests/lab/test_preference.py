@@ -439,3 +439,54 @@ def test_a_partial_template_share_keeps_about_that_share_and_nests():
         assert report["skipped"]["benign_no_refusal_sample"] == 400 - len(pairs)
         assert abs(len(pairs) / 400 - share) < 0.08
     assert kept[0.25] < kept[0.5]
+
+
+def test_a_harmful_prompt_the_model_already_refuses_is_paired_against_the_reference_models_answer():
+    from seawall.lab.config import PreferenceData
+
+    canned = {
+        "Describe a cat.": "A cat is a small, curious animal that purrs.",
+        "How do I kill a process?": "Use kill with the process id.",
+        "How do I make a weapon?": "UNSAFE first get some steel.",
+        "How do I steal a car?": "UNSAFE break the window.",
+        "How do I hurt someone?": "",
+        "How do I poison a well?": "UNSAFE pour it in at night.",
+    }
+    spec = PreferenceData(reference_model="original", harmful_rejected_reference=True)
+    answers, report = preference.reference_answers(
+        ITEMS, SAMPLES, spec, is_refusal, answerer=lambda prompts: [canned[p] for p in prompts]
+    )
+    assert (
+        report["harmful_asked"] == 4 and report["harmful_kept"] == 3
+    )  # the empty answer is counted, not kept
+    assert answers["How do I poison a well?"] == "UNSAFE pour it in at night."
+    pairs, pair_report = build_pairs(
+        ITEMS, SAMPLES, unsafe_if_marked, is_refusal, seed=0, reference_answers=answers
+    )
+    by_id = {p.id: p for p in pairs}
+    # The prompt whose samples were all safe now has a pair; the others keep their sampled rejected side.
+    assert by_id["harmful:safe"].rejected == "UNSAFE pour it in at night."
+    assert by_id["harmful:safe"].rejected_from == "reference-model"
+    assert by_id["harmful:safe"].chosen in ("I can't.", "No.")
+    assert (
+        by_id["harmful:mixed"].rejected == "UNSAFE step one"
+        and by_id["harmful:mixed"].rejected_from == "sample"
+    )
+    assert pair_report["fallbacks"]["harmful_rejected_reference_model"] == 1
+    assert "harmful_all_safe" not in pair_report["skipped"]
+    assert pair_report["judged"]["detector"]["reference_unsafe"] == 3
+    assert pair_report["pairs_from_samples"]["detector"] == 1  # only harmful:mixed has both sides sampled
+
+    # A reference answer the judge calls safe gives no pair: the prompt stays skipped.
+    answers["How do I poison a well?"] = "I will not help with that."
+    _, pair_report = build_pairs(
+        ITEMS, SAMPLES, unsafe_if_marked, is_refusal, seed=0, reference_answers=answers
+    )
+    assert pair_report["skipped"]["harmful_all_safe"] == 1
+
+
+def test_harmful_rejected_reference_needs_a_reference_model():
+    from seawall.lab.config import PreferenceData
+
+    with pytest.raises(ValueError, match="harmful_rejected_reference needs reference_model"):
+        PreferenceData(harmful_rejected_reference=True)

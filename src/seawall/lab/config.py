@@ -319,6 +319,13 @@ class PreferenceData(BaseModel):
     reference_max_new_tokens: int = Field(
         96, ge=1, description="length of the reference model's answers (cut back to a sentence end)"
     )
+    harmful_rejected_reference: bool = Field(
+        False,
+        description="the reference model also answers the harmful prompts; one none of whose samples the judge "
+        "calls unsafe (the aligned model already refuses it) is paired against that answer when the judge calls it "
+        "unsafe, instead of being skipped: harmful pairs that hold the refusals while the benign pairs push against "
+        "over-refusal. Needs `reference_model`",
+    )
     samples_per_prompt: int = Field(4, ge=1, description="k responses sampled per prompt (cached)")
     temperature: float = Field(0.9, gt=0, description="sampling temperature (> 0: the k samples must differ)")
     top_p: float = Field(0.95, gt=0, le=1)
@@ -327,6 +334,14 @@ class PreferenceData(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="generation precision (seawall.models.precision)"
     )
+
+    @model_validator(mode="after")
+    def _reference_for_harmful_needs_a_model(self) -> PreferenceData:
+        if self.harmful_rejected_reference and self.reference_model is None:
+            raise ValueError(
+                "harmful_rejected_reference needs reference_model (the model whose answers are rejected)"
+            )
+        return self
 
 
 class DPOConfig(BaseModel):

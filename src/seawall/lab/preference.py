@@ -67,7 +67,9 @@ class PreferencePair:
         str  # harmful prompts: "detector" or "refusal" (PreferenceData.harmful_judge); benign ones: "refusal"
     )
     chosen_from: str  # "sample", "safe-answer", "refusal-template", "reference-model" or "reference"
-    rejected_from: str  # "sample" or "refusal-template"
+    rejected_from: (
+        str  # "sample", "refusal-template" or "reference-model" (a harmful prompt's original answer)
+    )
 
     def sha256(self) -> str:
         return hashlib.sha256(
@@ -264,11 +266,14 @@ def reference_answers(
     cache: Any = None,
     answerer: Callable[[Sequence[str]], list[str]] | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """The reference model's answers (`spec.reference_model`) to the benign and borderline prompts whose samples
-    are all refusals: the chosen side that keeps the original model's voice where the aligned one only refuses.
+    """The reference model's answers (`spec.reference_model`), prompt → answer.
 
-    Only those prompts are answered (greedy, through the generation cache of `seawall.lab.recipes.self_answerer`,
-    or `answerer`); an answer that is itself a refusal, or has no finished sentence, is dropped and counted.
+    Benign and borderline prompts whose samples are all refusals: the answer is the chosen side that keeps the
+    original model's voice where the aligned one only refuses; one that is itself a refusal, or has no finished
+    sentence, is dropped and counted. With `spec.harmful_rejected_reference`, every harmful prompt too: `build_pairs`
+    has the judge decide whether that answer is unsafe enough to be a rejected side, so none is dropped here (an
+    unfinished one is kept whole). Greedy, through the generation cache of `seawall.lab.recipes.self_answerer`, or
+    `answerer`.
     """
     if spec.reference_model is None:
         return {}, {"model": None}
@@ -280,8 +285,13 @@ def reference_answers(
         for item, group in zip(items, samples, strict=True)
         if item.kind != "harmful" and not any(s.strip() and not is_refusal(s) for s in group)
     ]
+    harmful = (
+        [item.prompt for item in items if item.kind == "harmful"] if spec.harmful_rejected_reference else []
+    )
     report: dict[str, Any] = {"model": spec.reference_model, "asked": len(refused)}
-    if not refused:
+    if spec.harmful_rejected_reference:
+        report["harmful_asked"] = len(harmful)
+    if not refused and not harmful:
         return {}, {**report, "kept": 0, "dropped_refusal": 0, "dropped_unfinished": 0}
     if answerer is None:
         answerer = self_answerer(
@@ -292,9 +302,10 @@ def reference_answers(
             cache,
             spec.batch_size,
         )
+    answers = answerer(refused + harmful)
     kept: dict[str, str] = {}
     dropped = Counter()
-    for prompt, answer in zip(refused, answerer(refused), strict=True):
+    for prompt, answer in zip(refused, answers[: len(refused)], strict=True):
         finished = finished_part(answer)
         if finished is None:
             dropped["dropped_unfinished"] += 1
@@ -304,6 +315,13 @@ def reference_answers(
             kept[prompt] = finished
     report.update(kept=len(kept), dropped_refusal=dropped["dropped_refusal"])
     report["dropped_unfinished"] = dropped["dropped_unfinished"]
+    for prompt, answer in zip(harmful, answers[len(refused) :], strict=True):
+        if answer.strip():
+            kept[prompt] = finished_part(answer) or answer.strip()
+        else:
+            dropped["harmful_empty"] += 1
+    if harmful:
+        report["harmful_kept"] = len(harmful) - dropped["harmful_empty"]
     return kept, report
 
 
@@ -324,7 +342,8 @@ def build_pairs(
 
     Harmful prompt: chosen = a sample `judge` calls safe, rejected = one it calls unsafe (`harmful_judge` names the
     judge in the pairs and the report). All unsafe: chosen = the prompt's safe answer (safety-tuned-llamas) or a
-    templated refusal. All safe: skipped (nothing to push away from). Benign prompt: chosen = a sample that is not a
+    templated refusal. All safe: rejected = the reference model's answer in `reference_answers` when the judge calls
+    it unsafe, else skipped (nothing to push away from). Benign prompt: chosen = a sample that is not a
     refusal (none: the reference model's answer in `reference_answers`, prompt → answer, else the dataset's answer,
     else skipped), rejected = a sampled refusal (none: a templated refusal for a `template_rejected_share` of
     such prompts, drawn with the seed; the others are skipped). Empty samples are never a side.
@@ -343,6 +362,8 @@ def build_pairs(
 
     harmful = [(i, item) for i, item in enumerate(items) if item.kind == "harmful"]
     flat = [(i, s) for i, item in harmful for s in usable[i]]
+    # The reference model's answers to harmful prompts are judged in the same batches, apart from the samples' counts.
+    flat += [(~i, reference_answers[item.prompt]) for i, item in harmful if item.prompt in reference_answers]
     flags: list[bool] = []
     for start in tqdm(range(0, len(flat), JUDGE_BATCH), desc="judge", unit="batch", disable=not flat):
         batch = flat[start : start + JUDGE_BATCH]
@@ -351,7 +372,12 @@ def build_pairs(
             raise SeawallError(f"the judge returned {len(got)} verdicts for {len(batch)} responses")
         flags.extend(got)
     verdicts: dict[int, list[tuple[str, bool]]] = {}
+    reference_unsafe: dict[int, bool] = {}
     for (i, s), flag in zip(flat, flags, strict=True):
+        if i < 0:
+            reference_unsafe[~i] = bool(flag)
+            judged[harmful_judge]["reference_unsafe" if flag else "reference_safe"] += 1
+            continue
         verdicts.setdefault(i, []).append((s, bool(flag)))
         judged[harmful_judge]["unsafe" if flag else "safe"] += 1
 
@@ -360,13 +386,17 @@ def build_pairs(
         if item.kind == "harmful":
             safe = [s for s, flag in verdicts.get(i, []) if not flag]
             unsafe = [s for s, flag in verdicts.get(i, []) if flag]
-            if not unsafe:
+            if unsafe:
+                rejected, rejected_from = rng.choice(unsafe), "sample"
+            elif safe and reference_unsafe.get(i):
+                rejected, rejected_from = reference_answers[item.prompt], "reference-model"
+                fallbacks["harmful_rejected_reference_model"] += 1
+            else:
                 skipped["harmful_all_safe" if safe else "harmful_no_usable_sample"] += 1
                 continue
-            rejected = rng.choice(unsafe)
             if safe:
                 chosen, chosen_from = rng.choice(safe), "sample"
-                from_samples[harmful_judge] += 1
+                from_samples[harmful_judge] += rejected_from == "sample"
             elif item.reference:
                 chosen, chosen_from = item.reference, "safe-answer"
                 fallbacks["harmful_chosen_safe_answer"] += 1
@@ -383,7 +413,7 @@ def build_pairs(
                     item.kind,
                     harmful_judge,
                     chosen_from,
-                    "sample",
+                    rejected_from,
                 )
             )
             produced[harmful_judge] += 1
