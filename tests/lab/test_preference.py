@@ -490,3 +490,20 @@ def test_harmful_rejected_reference_needs_a_reference_model():
 
     with pytest.raises(ValueError, match="harmful_rejected_reference needs reference_model"):
         PreferenceData(harmful_rejected_reference=True)
+
+
+def test_the_judge_sees_each_reference_answer_with_its_own_prompt():
+    seen: list[tuple[str, str]] = []
+
+    def recording_judge(pairs):
+        seen.extend(pairs)
+        return unsafe_if_marked(pairs)
+
+    answers = {item.prompt: f"UNSAFE answer to {item.prompt}" for item in ITEMS if item.kind == "harmful"}
+    build_pairs(ITEMS, SAMPLES, recording_judge, is_refusal, seed=0, reference_answers=answers)
+    judged_answers = [
+        (prompt, response) for prompt, response in seen if response.startswith("UNSAFE answer to ")
+    ]
+    assert judged_answers and all(
+        response == f"UNSAFE answer to {prompt}" for prompt, response in judged_answers
+    )

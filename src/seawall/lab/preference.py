@@ -361,21 +361,23 @@ def build_pairs(
     empty = sum(len(group) - len(kept) for group, kept in zip(samples, usable, strict=True))
 
     harmful = [(i, item) for i, item in enumerate(items) if item.kind == "harmful"]
-    flat = [(i, s) for i, item in harmful for s in usable[i]]
     # The reference model's answers to harmful prompts are judged in the same batches, apart from the samples' counts.
-    flat += [(~i, reference_answers[item.prompt]) for i, item in harmful if item.prompt in reference_answers]
+    flat = [(i, s, False) for i, item in harmful for s in usable[i]]
+    flat += [
+        (i, reference_answers[item.prompt], True) for i, item in harmful if item.prompt in reference_answers
+    ]
     flags: list[bool] = []
     for start in tqdm(range(0, len(flat), JUDGE_BATCH), desc="judge", unit="batch", disable=not flat):
         batch = flat[start : start + JUDGE_BATCH]
-        got = judge([(items[i].prompt, s) for i, s in batch])
+        got = judge([(items[i].prompt, s) for i, s, _ in batch])
         if len(got) != len(batch):
             raise SeawallError(f"the judge returned {len(got)} verdicts for {len(batch)} responses")
         flags.extend(got)
     verdicts: dict[int, list[tuple[str, bool]]] = {}
     reference_unsafe: dict[int, bool] = {}
-    for (i, s), flag in zip(flat, flags, strict=True):
-        if i < 0:
-            reference_unsafe[~i] = bool(flag)
+    for (i, s, from_reference), flag in zip(flat, flags, strict=True):
+        if from_reference:
+            reference_unsafe[i] = bool(flag)
             judged[harmful_judge]["reference_unsafe" if flag else "reference_safe"] += 1
             continue
         verdicts.setdefault(i, []).append((s, bool(flag)))
