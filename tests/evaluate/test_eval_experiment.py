@@ -77,8 +77,18 @@ def test_mini_experiment_end_to_end_and_resume(mini_experiment, tiny_model, tiny
         "strongreject",
     }
 
+    # Where the time went: every training stage's own record, and the totals the page sums.
+    assert list(results["stages"]) == ["aligned", "degraded", "targets/sst2-h25"]
+    assert results["stages"]["aligned"]["recipe"] == "align"
+    assert results["stages"]["targets/sst2-h25"]["train_time_s"] == target["train_time_s"] > 0
+    assert results["time_s"]["training"] == pytest.approx(
+        sum(stage["train_time_s"] for stage in results["stages"].values()), abs=0.1
+    )
+    assert results["time_s"]["methods"] > 0 and results["time_s"]["evaluation"] > 0
+
     report = write_report(tmp_path / "run")
     text = report.read_text()
+    assert "## Run time" in text and "| targets/sst2-h25 | customize-sst2 |" in text
     assert "## Target: sst2" in text and "| 25% | safemerge |" in text and "HRR detector" in text
     assert json.loads((tmp_path / "run" / "safety-adapter" / "selected.json").read_text())["layers"]
     assert (

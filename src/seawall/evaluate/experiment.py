@@ -158,6 +158,10 @@ def measure() -> Iterator[dict[str, float]]:
         stats["peak_rss_mib"] = round(peak[0] / 1024, 1)
 
 
+# What the run-time table shows of each training stage's record.json (written by seawall.lab.recipes).
+STAGE_FIELDS = ("recipe", "steps", "precision", "train_time_s", "finished")
+
+
 def target_label(task: str, share: float) -> str:
     """Folder name of a target: the task and its harmful share in percent."""
     return f"{task}-h{round(share * 100)}"
@@ -379,7 +383,26 @@ class Experiment:
         atomic_write_json(out / "result.json", result)
         return result
 
+    def stages(self) -> dict[str, dict]:
+        """The training stages that exist so far, each with its record's cost: the report's run-time table.
+
+        Read from each folder's record.json, so a stage trained in an earlier session keeps its own time.
+        """
+        folders = [("original", self.root / "original"), ("aligned", self.root / "aligned")]
+        folders.append(("degraded", self.root / "degraded"))
+        targets = self.root / "targets"
+        if targets.is_dir():
+            folders += [(f"targets/{d.name}", d) for d in sorted(targets.iterdir())]
+        stages = {}
+        for name, folder in folders:
+            record = folder / "record.json"
+            if record.is_file():
+                data = json.loads(record.read_text())
+                stages[name] = {key: data.get(key) for key in STAGE_FIELDS}
+        return stages
+
     def _write_results(self, rows: list[dict], complete: bool) -> dict:
+        stages = self.stages()
         results = {
             "name": self.config.name,
             "config": self.config.model_dump(mode="json"),
@@ -387,6 +410,12 @@ class Experiment:
             "suites": {"safety": list(SAFETY_SUITES), "overrefusal": list(OVERREFUSAL_SUITES)},
             "complete": complete,
             "rows": rows,
+            "stages": stages,
+            "time_s": {
+                "training": round(sum(s["train_time_s"] or 0 for s in stages.values()), 1),
+                "methods": round(sum(r.get("method_wall_s") or 0 for r in rows), 1),
+                "evaluation": round(sum(r.get("eval_wall_s") or 0 for r in rows), 1),
+            },
         }
         # The report's layer plot reads the shared safety adapter's scores from here, not from the run folder.
         manifest = self.root / "safety-adapter" / "safegene.json"

@@ -174,6 +174,7 @@ def markdown(results: dict, images: dict[str, str], source: str = "results.json"
             *target_lines(rows, judges),
         ]
     lines += tuning_lines(rows)
+    lines += run_time_lines(results)
     for title, image in images.items():
         lines += ["", f"## {title}", "", f"![{title}]({image})"]
     return "\n".join(lines) + "\n"
@@ -363,6 +364,37 @@ def target_lines(rows: list[dict], judges: list[str], method: str = "safegene") 
         "|---|---|---|",
     ]
     lines += [f"| {name} | {measured} | {'yes' if met else '**no**'} |" for name, measured, met in checks]
+    return lines
+
+
+def run_time_lines(results: dict) -> list[str]:
+    """Where the run's time went: each training stage (steps, precision, seconds), then the methods and the
+    evaluation summed over the rows; nothing for results written before stages were recorded."""
+    stages, totals = results.get("stages"), results.get("time_s")
+    if not stages or not totals:
+        return []
+    lines = [
+        "",
+        "## Run time",
+        "",
+        "Each stage's own record (a stage reused from an earlier session keeps the time it took then); "
+        "methods and evaluation are summed over the rows above, cached evaluations at the time they were measured.",
+        "",
+        "| stage | recipe | steps | precision | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for name, stage in stages.items():
+        seconds = stage.get("train_time_s")
+        cells = [name, stage.get("recipe") or "–", str(stage.get("steps") or "–"), stage.get("precision") or "–"]
+        lines.append("| " + " | ".join([*cells, "–" if seconds is None else f"{seconds:.0f}"]) + " |")
+    total = totals["training"] + totals["methods"] + totals["evaluation"]
+    for label, seconds in (
+        ("training, all stages", totals["training"]),
+        ("methods, all targets", totals["methods"]),
+        ("evaluation, all models", totals["evaluation"]),
+        ("**total**", total),
+    ):
+        lines.append(f"| {label} |  |  |  | {seconds:.0f} ({seconds / 60:.1f} min) |")
     return lines
 
 
