@@ -385,7 +385,12 @@ def run_time_lines(results: dict) -> list[str]:
     ]
     for name, stage in stages.items():
         seconds = stage.get("train_time_s")
-        cells = [name, stage.get("recipe") or "–", str(stage.get("steps") or "–"), stage.get("precision") or "–"]
+        cells = [
+            name,
+            stage.get("recipe") or "–",
+            str(stage.get("steps") or "–"),
+            stage.get("precision") or "–",
+        ]
         lines.append("| " + " | ".join([*cells, "–" if seconds is None else f"{seconds:.0f}"]) + " |")
     total = totals["training"] + totals["methods"] + totals["evaluation"]
     for label, seconds in (
