@@ -42,6 +42,14 @@ def _rate(rate: float, ci95: list[float], n: int) -> dict[str, Any]:
 
 def training_summary(record: dict[str, Any]) -> dict[str, Any]:
     """What the table shows of a training run's record.json: settings, steps, data counts, minutes."""
+    if (
+        record.get("recipe") == "scale"
+    ):  # `seawall lab scale`: no training, a point on the base → aligned line
+        config = record["config"]
+        aligned = Path(config["aligned"])
+        name = aligned.parent.name if aligned.name == "model" else aligned.name  # RUN/model → RUN
+        text = f"scale: base + {config['weight']:g} × ({name} − base), no training"
+        return {"training": text, "train_min": round(record["train_time_s"] / 60, 1)}
     train = record["config"]["train"]
     counts = record["data_report"].get("counts", {})
     refusals = sum(v for k, v in counts.items() if "refusal" in k)

@@ -147,3 +147,22 @@ def customize(
         except ValueError as error:
             raise SeawallError(f"invalid --task/--harmful-share/--n-train: {error}") from error
     _summary(recipes.customize(recipe, output))
+
+
+@app.command()
+def scale(
+    output: str = OutOpt,
+    aligned: str = typer.Option(..., "--aligned", help="The aligned model (folder or packaged name)."),
+    base: str = typer.Option(
+        ..., "--base", help="The model it was aligned from (folder or packaged name): weight 0."
+    ),
+    weight: float = typer.Option(
+        ..., "--weight", help="How much of the alignment to keep: 0 = the base, 1 = the aligned model."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an OUTPUT made from other inputs."),
+) -> None:
+    """Scale an alignment after the fact: base + weight × (aligned − base), no training (see docs/lab.md)."""
+    from seawall.lab.scale import scale as scale_model
+
+    record = scale_model(base, aligned, weight, output, overwrite=overwrite)
+    typer.echo(json.dumps({k: record[k] for k in ("recipe", "config", "tensors", "train_time_s")}))
