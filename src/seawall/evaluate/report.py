@@ -378,7 +378,8 @@ def run_time_lines(results: dict) -> list[str]:
         "## Run time",
         "",
         "Each stage's own record (a stage reused from an earlier session keeps the time it took then); "
-        "methods and evaluation are summed over the rows above, cached evaluations at the time they were measured.",
+        "methods and evaluation are summed over the rows above, each at its last measurement (a model re-judged "
+        "from cached generations counts only the judging).",
         "",
         "| stage | recipe | steps | precision | seconds |",
         "|---|---|---|---|---|",
