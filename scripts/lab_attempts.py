@@ -42,9 +42,8 @@ def _rate(rate: float, ci95: list[float], n: int) -> dict[str, Any]:
 
 def training_summary(record: dict[str, Any]) -> dict[str, Any]:
     """What the table shows of a training run's record.json: settings, steps, data counts, minutes."""
-    if (
-        record.get("recipe") == "scale"
-    ):  # `seawall lab scale`: no training, a point on the base → aligned line
+    # `seawall lab scale`: no training, a point on the line from the base to the aligned model.
+    if record.get("recipe") == "scale":
         config = record["config"]
         aligned = Path(config["aligned"])
         name = aligned.parent.name if aligned.name == "model" else aligned.name  # RUN/model → RUN

@@ -388,8 +388,7 @@ class Experiment:
 
         Read from each folder's record.json, so a stage trained in an earlier session keeps its own time.
         """
-        folders = [("original", self.root / "original"), ("aligned", self.root / "aligned")]
-        folders.append(("degraded", self.root / "degraded"))
+        folders = [(name, self.root / name) for name in ("original", "aligned", "degraded")]
         targets = self.root / "targets"
         if targets.is_dir():
             folders += [(f"targets/{d.name}", d) for d in sorted(targets.iterdir())]

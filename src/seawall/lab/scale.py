@@ -9,6 +9,7 @@ config, tokenizer and chat template, safetensors weights) with a record.json lik
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -78,8 +79,6 @@ def scale(
     config = {"base": str(base), "aligned": str(aligned), "weight": weight}
     record_path = output / "record.json"
     if record_path.is_file() and not overwrite:
-        import json
-
         record = json.loads(record_path.read_text())
         if record.get("config") == config:
             return record
