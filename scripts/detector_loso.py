@@ -37,8 +37,10 @@ def run_loso(
     sources: list[str] | None = None,
     data_dir: str | None = None,
     log: Any = print,
+    save_models: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Train and score one detector per held-out source (plus `none`); returns every source's result."""
+    """Train and score one detector per held-out source (plus `none`); returns every source's result. With
+    `save_models`, each detector is also saved to OUT/models/<source> (to inspect what it learnt)."""
     from seawall.detect.base import make_detector
     from seawall.detect.data import assemble_mix, leave_one_source_out, mix_source
     from seawall.detect.pipeline import TrainConfig, evaluate_detector
@@ -99,6 +101,8 @@ def run_loso(
             "threshold": detector.threshold_,
             "eval": scores,
         }
+        if save_models:
+            detector.save(out / "models" / source)
         atomic_write_json(path, result)
         results[source] = result
         log(f"{source}: {seconds:.0f} s, wrote {path}")
@@ -196,6 +200,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--data-dir", default=None)
     parser.add_argument(
+        "--save-models", action="store_true", help="Also save each detector to OUT/models/<source>."
+    )
+    parser.add_argument(
         "--render", metavar="DIR", help="Print the Markdown tables of a finished run and exit."
     )
     parser.add_argument(
@@ -221,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sources = args.sources.split(",") if args.sources else None
     try:
-        run_loso(args.config, args.out, sources, args.data_dir)
+        run_loso(args.config, args.out, sources, args.data_dir, save_models=args.save_models)
     except SeawallError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -22,6 +22,8 @@ from seawall.detect.data import (
     leave_one_source_out,
     mix_source,
 )
+from seawall.detect.non_answers import KINDS as NON_ANSWER_KINDS
+from seawall.detect.non_answers import non_answer_rows
 from seawall.detect.pipeline import TrainConfig
 from seawall.errors import SeawallError
 
@@ -37,11 +39,19 @@ V2_ROWS = {
     "alpaca": {"train": 1000, "dev": 214, "test": 300},
     "refusals": {"train": 357, "dev": 76, "test": 76},
 }
+# v3 = v2 + 600 non-answers: 2 per refusal prompt are built (714 train, 152 dev, 152 test); dev keeps 600/714.
+V3_ROWS = {**V2_ROWS, "non-answers": {"train": 600, "dev": 128, "test": 152}}
 
 
 @pytest.fixture(scope="module")
 def v2(shared_data):
     config = TrainConfig.from_yaml(ROOT / "configs" / "detector-encoder-v2.yaml")
+    return assemble_mix(config.data, str(shared_data))
+
+
+@pytest.fixture(scope="module")
+def v3(shared_data):
+    config = TrainConfig.from_yaml(ROOT / "configs" / "detector-encoder-v3-fast.yaml")
     return assemble_mix(config.data, str(shared_data))
 
 
@@ -53,7 +63,9 @@ def test_v2_config_builds_with_its_caps(v2):
         assert Counter(mix_source(r) for r in splits[split]) == {
             s: rows[split] for s, rows in V2_ROWS.items()
         }
-    assert set(V2_ROWS) == set(SOURCES)  # the dev split used for calibration mixes every source
+    assert set(V2_ROWS) == set(SOURCES) - {
+        "non-answers"
+    }  # the dev split used for calibration mixes every source
     assert report.as_dict()["dropped"] == {"openai-moderation": {"unknown label": 813}}
     tfidf = TrainConfig.from_yaml(ROOT / "configs" / "detector-tfidf-v2.yaml")
     encoder = TrainConfig.from_yaml(ROOT / "configs" / "detector-encoder-v2.yaml")
@@ -126,9 +138,51 @@ def test_dev_caps_per_source(shared_data):
     assert Counter(mix_source(r) for r in splits["dev"]) == {"securebreak": 40, "safetext": 10}
 
 
+def test_v3_adds_non_answers_on_the_refusal_prompts(v3):
+    splits, report = v3
+    assert report.rows == V3_ROWS
+    rows = {s: [r for r in splits[s] if mix_source(r) == "non-answers"] for s in ("train", "dev", "test")}
+    assert all(
+        r.label == "safe" and r.source == "advbench+non-answer" for part in rows.values() for r in part
+    )
+    kinds = Counter(r.metadata["non_answer"] for r in rows["test"])
+    assert set(kinds) == set(NON_ANSWER_KINDS) and max(kinds.values()) - min(kinds.values()) <= 1
+    # A prompt's refusal rows and non-answer rows are in the same split: nothing was dropped for overlap.
+    refusal_prompts = {
+        s: {r.prompt for r in splits[s] if mix_source(r) == "refusals"} for s in ("train", "dev", "test")
+    }
+    assert {r.prompt for r in rows["test"]} == refusal_prompts["test"]
+    assert {r.prompt for r in rows["train"]} <= refusal_prompts["train"]
+    assert "non-answers" not in report.as_dict()["dropped"]
+    # Off-topic answers are Alpaca answers of the same split: no held-out text is seen in training.
+    train_text = {r.response for r in splits["train"]}
+    assert not {r.response for r in rows["test"] + rows["dev"]} & train_text
+    off_topic = [r for r in rows["test"] if r.metadata["non_answer"] == "off_topic"]
+    alpaca_test = {r.response for r in splits["test"] if mix_source(r) == "alpaca"}
+    assert off_topic and {r.response for r in off_topic} <= alpaca_test
+    _, evaluated, _ = eval_records("non-answers:test")
+    assert [r.id for r in evaluated] == [r.id for r in rows["test"]]
+
+
+def test_non_answer_kinds_say_nothing_usable():
+    prompt = ResponseRecord(id="p", prompt="Explain how to pick a lock.", response="", label="unknown")
+    rows = non_answer_rows([("advbench", prompt)], ["Paris is the capital of France."], 50, seed=3)
+    assert len(rows) == 50 and len({r.id for r in rows}) == 50
+    assert Counter(r.metadata["non_answer"] for r in rows) == {k: 10 for k in NON_ANSWER_KINDS}
+    for row in rows:
+        kind, text = row.metadata["non_answer"], row.response
+        assert text.strip(), kind
+        if kind == "off_topic":
+            assert text == "Paris is the capital of France."
+        if kind == "echo":
+            assert "Explain how to pick a lock" in text
+    assert rows == non_answer_rows([("advbench", prompt)], ["Paris is the capital of France."], 50, seed=3)
+    assert non_answer_rows([], ["x"], 10, seed=0) == []
+
+
 @pytest.mark.parametrize("source", SOURCES)
-def test_leave_one_source_out(v2, source):
-    splits, _ = v2
+def test_leave_one_source_out(v3, source):
+    splits, _ = v3
     holdout = leave_one_source_out(splits, source)
     assert holdout.test and {mix_source(r) for r in holdout.test} == {source}
     assert [r.id for r in holdout.test] == [r.id for r in splits["test"] if mix_source(r) == source]
@@ -136,7 +190,10 @@ def test_leave_one_source_out(v2, source):
         assert source not in {mix_source(r) for r in holdout[split]}
         others = [r for r in splits[split] if mix_source(r) != source]
         assert len(holdout[split]) == len(others) - holdout.dropped_for_prompt_overlap[split]
-        assert {mix_source(r) for r in holdout[split]} == set(SOURCES) - {source}
+        # Refusal and non-answer rows share their prompts: holding one out removes (most of) the other too.
+        twins = {"refusals": {"non-answers"}, "non-answers": {"refusals"}}.get(source, set())
+        kept = {mix_source(r) for r in holdout[split]}
+        assert set(SOURCES) - {source} - twins <= kept <= set(SOURCES) - {source}
     prompts = {
         normalize_text(r.prompt) for rows in splits.values() for r in rows if mix_source(r) == source
     } - {""}
@@ -216,6 +273,13 @@ def test_loso_script_trains_resumes_and_renders(tmp_path, shared_data):
     script.run_loso(config, out, data_dir=str(shared_data), log=messages.append)
     assert all("done already" in m for m in messages) and len(messages) == len(expected)
     assert stamps == {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+
+    saved = tmp_path / "saved"
+    script.run_loso(config, saved, ["safetext"], str(shared_data), log=messages.append, save_models=True)
+    from seawall.detect import load_detector
+
+    held_out = load_detector(saved / "models" / "safetext")
+    assert held_out.threshold_ == json.loads((saved / "safetext.json").read_text())["threshold"]
 
     config.write_text(TINY_TFIDF.replace("dev_rows_per_source: 60", "dev_rows_per_source: 50"))
     with pytest.raises(SeawallError, match="was written for another config"):

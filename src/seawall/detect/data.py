@@ -9,7 +9,9 @@ of "harmful" (docs/detect.md). A mix therefore draws on several *sources*, each 
 - `alpaca` (`benign_compliant`): benign instructions with their compliant answers, labelled safe;
 - `refusals` (`harmful_refusals`): harmful prompts (AdvBench by default) paired with refusals, labelled safe. The
   prompts are split first and each part draws on its own refusal templates, so no refusal string of dev or test
-  occurs in train.
+  occurs in train;
+- `non-answers` (`non_answers`): the same harmful prompts paired with text that does not answer them (degenerate,
+  looping, echoing, empty or off-topic; `seawall.detect.non_answers`), labelled safe, as people label them.
 Train rows can be capped per source (a seeded sample); dev is a *mixed* set (every source, capped per source, so
 calibration sees all of them and stays cheap); test keeps every source's whole held-out part. Only labelled rows
 enter a mix. No prompt crosses splits across sources either: a train row whose prompt (normalised) is in another
@@ -43,9 +45,16 @@ RESPONSE_SETS = (
     "openai-moderation",
 )
 # The sources a mix can hold, as `mix_source` names them: leave-one-source-out holds out one of these.
-SOURCES = (*RESPONSE_SETS, "alpaca", "refusals")
+SOURCES = (*RESPONSE_SETS, "alpaca", "refusals", "non-answers")
+AUX_SOURCES = (
+    "alpaca",
+    "refusals",
+    "non-answers",
+)  # synthesized or borrowed safe rows: capped by their own fields
 SPLITS = ("train", "dev", "test")
 AUX_FRACTIONS = {"train": 0.7, "dev": 0.15, "test": 0.15}
+# `non-answers:[SPLIT]` evaluates the rows of a mix with this many non-answers (the v3 configs' cap): 2 per prompt.
+NON_ANSWERS_EVAL_TRAIN = 600
 
 # Refusals per split, disjoint, so that "refusals:test" measures unseen wordings: short and long, apologetic and
 # firm, with and without an explanation, an alternative or a pointer to help.
@@ -116,7 +125,15 @@ class DataMix(BaseModel):
     harmful_refusals: int = Field(
         0, ge=0, description="harmful prompts paired with refusal templates, at most"
     )
-    refusal_prompt_sets: list[str] = Field(default_factory=lambda: ["advbench"])
+    non_answers: int = Field(
+        0,
+        ge=0,
+        description="harmful prompts paired with non-answers (degenerate or off-topic text) labelled safe, at most",
+    )
+    refusal_prompt_sets: list[str] = Field(
+        default_factory=lambda: ["advbench"],
+        description="the harmful prompts of the refusal and non-answer rows",
+    )
     max_dev_rows: dict[str, int] = Field(
         default_factory=dict, description="per source, a cap on its dev rows (cheaper calibration)"
     )
@@ -146,8 +163,12 @@ class MixReport:
 
 
 def mix_source(record: ResponseRecord) -> str:
-    """The source a mix row came from: a response set's name, `alpaca`, or `refusals`."""
-    return "refusals" if record.source.endswith("+refusal") else record.source
+    """The source a mix row came from: a response set's name, `alpaca`, `refusals` or `non-answers`."""
+    if record.source.endswith("+refusal"):
+        return "refusals"
+    if record.source.endswith("+non-answer"):
+        return "non-answers"
+    return record.source
 
 
 def _split_aux(records: list, seed: int) -> dict[str, list]:
@@ -182,11 +203,11 @@ def response_set_prompts(data_dir: str | None = None) -> set[str]:
     return {normalize_text(r.prompt) for name in RESPONSE_SETS for r in load(name, data_dir=data_dir).records}
 
 
-def harmful_refusal_split(
-    prompt_sets: list[str], exclude: set[str], data_dir: str | None = None, seed: int = 0
-) -> dict[str, list[ResponseRecord]]:
-    """Harmful prompts (not in `exclude`, normalised) split 70/15/15, then each paired with a refusal drawn from its
-    split's own templates (`REFUSAL_TEMPLATES`, balanced, seeded); label safe."""
+def _harmful_prompt_split(
+    prompt_sets: list[str], exclude: set[str], data_dir: str | None, seed: int
+) -> dict[str, list[tuple[str, Any]]]:
+    """(prompt set, prompt record) pairs of `prompt_sets`, deduplicated and not in `exclude` (normalised), split
+    70/15/15: refusal and non-answer rows share this split, so a prompt stays in one split across both."""
     from seawall.data import load
 
     prompts = []
@@ -198,9 +219,17 @@ def harmful_refusal_split(
                 continue
             seen.add(key)
             prompts.append((name, prompt))
+    return _split_aux(prompts, seed)
+
+
+def harmful_refusal_split(
+    prompt_sets: list[str], exclude: set[str], data_dir: str | None = None, seed: int = 0
+) -> dict[str, list[ResponseRecord]]:
+    """Harmful prompts (not in `exclude`, normalised) split 70/15/15, then each paired with a refusal drawn from its
+    split's own templates (`REFUSAL_TEMPLATES`, balanced, seeded); label safe."""
     rng = np.random.default_rng(seed)
     out: dict[str, list[ResponseRecord]] = {}
-    for split, part in _split_aux(prompts, seed).items():
+    for split, part in _harmful_prompt_split(prompt_sets, exclude, data_dir, seed).items():
         templates = REFUSAL_TEMPLATES[split]
         # Each template once per round, in a seeded order: every wording is used about equally often.
         order = [t for _ in range(math.ceil(len(part) / len(templates))) for t in rng.permutation(templates)]
@@ -218,6 +247,29 @@ def harmful_refusal_split(
             for (name, prompt), template in zip(part, order, strict=False)
         ]
     return out
+
+
+def non_answer_split(
+    prompt_sets: list[str],
+    exclude: set[str],
+    n_train: int = NON_ANSWERS_EVAL_TRAIN,
+    data_dir: str | None = None,
+    seed: int = 0,
+) -> dict[str, list[ResponseRecord]]:
+    """The refusal rows' prompt split, each prompt paired with non-answers (`seawall.detect.non_answers`); label
+    safe. Every split gets the same number of rows per prompt, the fewest that give `n_train` train rows (the
+    mix's cap samples train down to it); off-topic answers come from the Alpaca split of the same name."""
+    from seawall.detect.non_answers import non_answer_rows
+
+    prompt_parts = _harmful_prompt_split(prompt_sets, exclude, data_dir, seed)
+    per_prompt = max(1, math.ceil(n_train / max(1, len(prompt_parts["train"]))))
+    alpaca = benign_compliant_split(data_dir, seed)
+    return {
+        split: non_answer_rows(
+            part, [r.response for r in alpaca[split]], len(part) * per_prompt, seed + 1 + SPLITS.index(split)
+        )
+        for split, part in prompt_parts.items()
+    }
 
 
 def _sample(records: list[ResponseRecord], n: int, seed: int) -> list[ResponseRecord]:
@@ -243,19 +295,25 @@ def _source_parts(mix: DataMix, data_dir: str | None) -> dict[str, dict[str, lis
         parts["refusals"] = harmful_refusal_split(
             mix.refusal_prompt_sets, response_set_prompts(data_dir), data_dir, mix.seed
         )
+    if mix.non_answers:
+        parts["non-answers"] = non_answer_split(
+            mix.refusal_prompt_sets, response_set_prompts(data_dir), mix.non_answers, data_dir, mix.seed
+        )
     return parts
 
 
 def _train_cap(mix: DataMix, name: str) -> int | None:
-    return {"alpaca": mix.benign_compliant, "refusals": mix.harmful_refusals}.get(
-        name
-    ) or mix.max_train_rows.get(name)
+    return {
+        "alpaca": mix.benign_compliant,
+        "refusals": mix.harmful_refusals,
+        "non-answers": mix.non_answers,
+    }.get(name) or mix.max_train_rows.get(name)
 
 
 def _dev_cap(mix: DataMix, name: str, parts: dict[str, list[ResponseRecord]]) -> int | None:
     if name in mix.max_dev_rows:
         return mix.max_dev_rows[name]
-    if name in ("alpaca", "refusals"):
+    if name in AUX_SOURCES:
         # Counter-examples keep the dev share proportional to what training uses of them.
         ratio = min(1.0, (_train_cap(mix, name) or 0) / max(1, len(parts["train"])))
         return max(1, round(len(parts["dev"]) * ratio))
@@ -284,7 +342,7 @@ def assemble_mix(
     mix: DataMix, data_dir: str | None = None
 ) -> tuple[dict[str, list[ResponseRecord]], MixReport]:
     """The train/dev/test records of a mix (test = every source's held-out part) and the report of its rows."""
-    if not mix.sets and not (mix.benign_compliant or mix.harmful_refusals):
+    if not mix.sets and not (mix.benign_compliant or mix.harmful_refusals or mix.non_answers):
         raise SeawallError("the data mix is empty: list at least one response set or add safe examples")
     parts = _source_parts(mix, data_dir)
     report = MixReport()
@@ -371,6 +429,9 @@ def eval_records(
     if name == "refusals":
         refusals = harmful_refusal_split(["advbench"], response_set_prompts(data_dir), data_dir)
         return f"refusals:{split}", refusals[split], {}
+    if name == "non-answers":
+        non_answers = non_answer_split(["advbench"], response_set_prompts(data_dir), data_dir=data_dir)
+        return f"non-answers:{split}", non_answers[split], {}
     raise SeawallError(
         f"unknown evaluation data {spec!r}: use {', '.join(SOURCES)} (optionally :train/:dev/:test) "
         "or a .csv/.tsv/.jsonl/.json/.parquet file"

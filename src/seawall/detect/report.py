@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from seawall.benchmarks import load_sentence
+from seawall.detect.data import AUX_SOURCES
 from seawall.detect.metrics import format_table
 from seawall.io import atomic_write_text
 
@@ -24,11 +25,13 @@ SOURCE_EVALS = (
     "safety-tuned-llamas:test",
     "alpaca:test",
     "refusals:test",
+    "non-answers:test",
 )
 ALL_SAFE = {
     "safety-tuned-llamas",
     "alpaca",
     "refusals",
+    "non-answers",
 }  # test sets with safe rows only: their flag rate counts
 
 
@@ -65,7 +68,7 @@ def _with_ci(run: dict[str, Any], data: str, key: str) -> str:
 def _domain(run: dict[str, Any], data: str) -> str:
     sets = run["config"]["data"]["sets"]
     name = data.split(":")[0]
-    if name in ("alpaca", "refusals"):
+    if name in AUX_SOURCES:
         return "held-out safe"
     return "in-domain" if name in sets else "**out-of-domain**"
 
@@ -142,13 +145,14 @@ def _sources_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     chosen = {n: r for n, r in runs.items() if any(d in r["eval"] for d in SOURCE_EVALS[2:7])}
     if not chosen:
         return []
+    evaluated = [d for d in SOURCE_EVALS if any(d in run["eval"] for run in chosen.values())]
     rows = []
     for name, run in chosen.items():
         row: dict[str, Any] = {
             "run": name,
             "threshold": run.get("config", {}).get("params", {}).get("threshold_strategy", "–"),
         }
-        for data in SOURCE_EVALS:
+        for data in evaluated:
             source = data.split(":")[0]
             if data not in run["eval"]:
                 row[source] = "–"
@@ -160,7 +164,7 @@ def _sources_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     return [
         "## Every source's held-out test split (AUROC / accuracy; flag rate where every row is safe)",
         "",
-        format_table(rows, ["run", "threshold", *(d.split(":")[0] for d in SOURCE_EVALS)]),
+        format_table(rows, ["run", "threshold", *(d.split(":")[0] for d in evaluated)]),
         "",
         "Each source's canonical test split is grouped (by question, context, thread, scenario or instruction) so no "
         "test group is seen in training; these are in-domain figures for every source in the run's mix. Accuracy "
