@@ -86,3 +86,12 @@ def test_cascade_members_are_other_configs_outputs():
     assert outputs[cascade.params["fast"]] == "detector-encoder-v2-fast"
     assert outputs[cascade.params["strong"]] == "detector-mpnet-v2"
     assert 0 < cascade.params["escalation_rate"] < 1
+
+
+def test_the_demo_trains_the_v3_fast_recipe():
+    from seawall.detect.demo import demo_config
+
+    config = TrainConfig.from_yaml(ROOT / "configs" / "detector-encoder-v3-fast.yaml")
+    demo = demo_config("unused")
+    assert demo.data == config.data
+    assert {k: v for k, v in config.params.items() if k in demo.params} == demo.params

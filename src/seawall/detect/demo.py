@@ -1,8 +1,8 @@
 """The detector part of the main job: provision MiniLM, train + calibrate on the v2 mix, evaluate, print.
 
-`run()` trains the recipe of configs/detector-encoder-v2.yaml (nine sources: jailbreak responses, dangerous advice,
-unsafe dialogue, safe non-refusal answers, policy texts, benign compliance, refusals; one epoch, bf16 autocast where
-the CPU has it) at 128 tokens instead of 256, so it fits in about a quarter of an hour on 2 cores, with a progress
+`run()` trains the recipe of configs/detector-encoder-v3-fast.yaml (ten sources: jailbreak responses, dangerous
+advice, unsafe dialogue, safe non-refusal answers, policy texts, benign compliance, refusals and non-answers; one
+epoch, bf16 autocast where the CPU has it) at 128 tokens, so it fits in about a quarter of an hour on 2 cores, with a progress
 bar. It calibrates on the mixed dev split (every source), picks the source-balanced threshold, and prints the
 SecureBreak test metrics, the per-category table, and the flag rates on held-out benign answers and refusals.
 """
@@ -40,11 +40,12 @@ def demo_config(output: str, max_steps: int | None = None, max_rows: int | None 
         backend="encoder",
         params=params,
         data=DataMix(
-            sets=list(RESPONSE_SETS),  # the v2 mix: configs/detector-encoder-v2.yaml explains each cap
+            sets=list(RESPONSE_SETS),  # the v3 mix: configs/detector-encoder-v3-fast.yaml explains each cap
             max_train_rows={"gptfuzz": 3000, "diasafety": 4000},
             dev_rows_per_source=max_rows or 250,
             benign_compliant=1000,
             harmful_refusals=400,
+            non_answers=600,
         ),
         output=output,
         eval_sets=["securebreak:test", "alpaca:test", "refusals:test"],
@@ -76,7 +77,7 @@ def run(
     console = Console()
     console.rule("detector: provisioning all-MiniLM-L6-v2")
     console.print(f"base model at {resolve_model(DEMO_PARAMS['base_model'])}")
-    console.rule("detector: training on the v2 mix (nine sources)")
+    console.rule("detector: training on the v3 mix (ten sources)")
     summary = run_training(demo_config(output, max_steps, max_rows), data_dir)
     sb = summary["eval"]["securebreak:test"]
     m, ci = sb["metrics"], sb["ci95"]
