@@ -110,7 +110,7 @@ def run_loso(
 
 
 def _cell(entry: dict[str, Any] | None) -> tuple[str, float]:
-    """AUROC where the test rows hold both classes, else the share flagged unsafe (all-safe sources)."""
+    """AUROC where the test rows hold both classes, else the share flagged unsafe (one-label sources)."""
     if entry is None:
         return "–", math.nan
     metrics = entry["metrics"]
@@ -132,7 +132,8 @@ def render_loso(results_dir: str | Path) -> str:
     lines = [
         f"Leave-one-source-out, `{first['config_name']}` ({first['backend']}, config {first['config_fingerprint']}). "
         "Rows: the source held out of train and dev (`none`: the whole mix); columns: the test rows of each "
-        "source; cells: AUROC, or for all-safe sources the share flagged unsafe (lower is better). The held-out "
+        "source; cells: AUROC, or for one-label sources the share flagged unsafe (lower is better where every "
+        "row is safe; `attempts` is all unsafe, so there it is the recall and higher is better). The held-out "
         "source's own cell is in bold; change = held out − in the mix.",
         "",
         "| held out | train rows | " + " | ".join(columns) + " |",

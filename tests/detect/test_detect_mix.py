@@ -41,6 +41,13 @@ V2_ROWS = {
 }
 # v3 = v2 + 600 non-answers: 2 per refusal prompt are built (714 train, 152 dev, 152 test); dev keeps 600/714.
 V3_ROWS = {**V2_ROWS, "non-answers": {"train": 600, "dev": 128, "test": 152}}
+# v4 = v3 + the packaged attempts that pass the filter, on the same prompt split (cap 600 > 430: all of them).
+V4_ROWS = {**V3_ROWS, "attempts": {"train": 430, "dev": 87, "test": 83}}
+ATTEMPTS_REJECTED = {
+    "train": {"off-topic": 161, "looping": 59, "too short": 39, "refusal": 25},
+    "dev": {"off-topic": 41, "looping": 13, "too short": 7, "refusal": 4},
+    "test": {"off-topic": 38, "looping": 16, "too short": 8, "refusal": 7},
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +62,12 @@ def v3(shared_data):
     return assemble_mix(config.data, str(shared_data))
 
 
+@pytest.fixture(scope="module")
+def v4(shared_data):
+    config = TrainConfig.from_yaml(ROOT / "configs" / "detector-encoder-v4-fast.yaml")
+    return assemble_mix(config.data, str(shared_data))
+
+
 def test_v2_config_builds_with_its_caps(v2):
     splits, report = v2
     assert report.rows == V2_ROWS
@@ -64,7 +77,8 @@ def test_v2_config_builds_with_its_caps(v2):
             s: rows[split] for s, rows in V2_ROWS.items()
         }
     assert set(V2_ROWS) == set(SOURCES) - {
-        "non-answers"
+        "non-answers",
+        "attempts",
     }  # the dev split used for calibration mixes every source
     assert report.as_dict()["dropped"] == {"openai-moderation": {"unknown label": 813}}
     tfidf = TrainConfig.from_yaml(ROOT / "configs" / "detector-tfidf-v2.yaml")
@@ -164,6 +178,27 @@ def test_v3_adds_non_answers_on_the_refusal_prompts(v3):
     assert [r.id for r in evaluated] == [r.id for r in rows["test"]]
 
 
+def test_v4_adds_attempts_on_the_refusal_prompts(v4, shared_data):
+    splits, report = v4
+    assert report.rows == V4_ROWS
+    assert report.as_dict()["dropped"]["attempts"] == {
+        f"{split} sample rejected: {reason}": n
+        for split, reasons in ATTEMPTS_REJECTED.items()
+        for reason, n in reasons.items()
+    }
+    rows = {s: [r for r in splits[s] if mix_source(r) == "attempts"] for s in ("train", "dev", "test")}
+    assert all(r.label == "unsafe" and r.source == "advbench+attempt" for part in rows.values() for r in part)
+    # Each sample kept or rejected once: 2 samples for every prompt of the refusal rows' split.
+    for split, part in rows.items():
+        refusal_prompts = {r.prompt for r in splits[split] if mix_source(r) == "refusals"}
+        assert {r.prompt for r in part} <= refusal_prompts
+        refusal_rows = report.available["refusals"][split]
+        assert len(part) + sum(ATTEMPTS_REJECTED[split].values()) == 2 * refusal_rows
+    _, evaluated, read_report = eval_records("attempts:test", str(shared_data))
+    assert [r.id for r in evaluated] == [r.id for r in rows["test"]]
+    assert read_report["rejected"]["test sample rejected: refusal"] == ATTEMPTS_REJECTED["test"]["refusal"]
+
+
 def test_non_answer_kinds_say_nothing_usable():
     prompt = ResponseRecord(id="p", prompt="Explain how to pick a lock.", response="", label="unknown")
     rows = non_answer_rows([("advbench", prompt)], ["Paris is the capital of France."], 50, seed=3)
@@ -181,8 +216,8 @@ def test_non_answer_kinds_say_nothing_usable():
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_leave_one_source_out(v3, source):
-    splits, _ = v3
+def test_leave_one_source_out(v4, source):
+    splits, _ = v4
     holdout = leave_one_source_out(splits, source)
     assert holdout.test and {mix_source(r) for r in holdout.test} == {source}
     assert [r.id for r in holdout.test] == [r.id for r in splits["test"] if mix_source(r) == source]
@@ -190,8 +225,9 @@ def test_leave_one_source_out(v3, source):
         assert source not in {mix_source(r) for r in holdout[split]}
         others = [r for r in splits[split] if mix_source(r) != source]
         assert len(holdout[split]) == len(others) - holdout.dropped_for_prompt_overlap[split]
-        # Refusal and non-answer rows share their prompts: holding one out removes (most of) the other too.
-        twins = {"refusals": {"non-answers"}, "non-answers": {"refusals"}}.get(source, set())
+        # Refusal, non-answer and attempt rows share their prompts: holding one out removes (most of) the others.
+        shared = {"refusals", "non-answers", "attempts"}
+        twins = shared - {source} if source in shared else set()
         kept = {mix_source(r) for r in holdout[split]}
         assert set(SOURCES) - {source} - twins <= kept <= set(SOURCES) - {source}
     prompts = {

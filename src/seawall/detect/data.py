@@ -11,7 +11,9 @@ of "harmful" (docs/detect.md). A mix therefore draws on several *sources*, each 
   prompts are split first and each part draws on its own refusal templates, so no refusal string of dev or test
   occurs in train;
 - `non-answers` (`non_answers`): the same harmful prompts paired with text that does not answer them (degenerate,
-  looping, echoing, empty or off-topic; `seawall.detect.non_answers`), labelled safe, as people label them.
+  looping, echoing, empty or off-topic; `seawall.detect.non_answers`), labelled safe, as people label them;
+- `attempts` (`attempts`): the same harmful prompts paired with a small model's fluent, on-topic tries at them
+  (`seawall.detect.attempts`), labelled unsafe, as people label weak compliance.
 Train rows can be capped per source (a seeded sample); dev is a *mixed* set (every source, capped per source, so
 calibration sees all of them and stays cheap); test keeps every source's whole held-out part. Only labelled rows
 enter a mix. No prompt crosses splits across sources either: a train row whose prompt (normalised) is in another
@@ -45,12 +47,13 @@ RESPONSE_SETS = (
     "openai-moderation",
 )
 # The sources a mix can hold, as `mix_source` names them: leave-one-source-out holds out one of these.
-SOURCES = (*RESPONSE_SETS, "alpaca", "refusals", "non-answers")
+SOURCES = (*RESPONSE_SETS, "alpaca", "refusals", "non-answers", "attempts")
 AUX_SOURCES = (
     "alpaca",
     "refusals",
     "non-answers",
-)  # synthesized or borrowed safe rows: capped by their own fields
+    "attempts",
+)  # synthesized or borrowed rows of one label each: capped by their own fields
 SPLITS = ("train", "dev", "test")
 AUX_FRACTIONS = {"train": 0.7, "dev": 0.15, "test": 0.15}
 # `non-answers:[SPLIT]` evaluates the rows of a mix with this many non-answers (the v3 configs' cap): 2 per prompt.
@@ -130,9 +133,15 @@ class DataMix(BaseModel):
         ge=0,
         description="harmful prompts paired with non-answers (degenerate or off-topic text) labelled safe, at most",
     )
+    attempts: int = Field(
+        0,
+        ge=0,
+        description="harmful prompts paired with a small model's fluent, on-topic tries at them, labelled unsafe, "
+        "at most",
+    )
     refusal_prompt_sets: list[str] = Field(
         default_factory=lambda: ["advbench"],
-        description="the harmful prompts of the refusal and non-answer rows",
+        description="the harmful prompts of the refusal, non-answer and attempt rows",
     )
     max_dev_rows: dict[str, int] = Field(
         default_factory=dict, description="per source, a cap on its dev rows (cheaper calibration)"
@@ -163,11 +172,13 @@ class MixReport:
 
 
 def mix_source(record: ResponseRecord) -> str:
-    """The source a mix row came from: a response set's name, `alpaca`, `refusals` or `non-answers`."""
+    """The source a mix row came from: a response set's name, `alpaca`, `refusals`, `non-answers` or `attempts`."""
     if record.source.endswith("+refusal"):
         return "refusals"
     if record.source.endswith("+non-answer"):
         return "non-answers"
+    if record.source.endswith("+attempt"):
+        return "attempts"
     return record.source
 
 
@@ -272,6 +283,22 @@ def non_answer_split(
     }
 
 
+def attempt_split(
+    prompt_sets: list[str], exclude: set[str], data_dir: str | None = None, seed: int = 0
+) -> tuple[dict[str, list[ResponseRecord]], Counter]:
+    """The refusal rows' prompt split, each prompt paired with its packaged samples that read as attempts
+    (`seawall.detect.attempts`); label unsafe. Also returns the samples rejected, by split and reason."""
+    from seawall.detect.attempts import attempt_rows, read_attempts
+
+    attempts = read_attempts()
+    out: dict[str, list[ResponseRecord]] = {}
+    rejected: Counter = Counter()
+    for split, part in _harmful_prompt_split(prompt_sets, exclude, data_dir, seed).items():
+        out[split], reasons = attempt_rows(part, attempts)
+        rejected.update({f"{split} sample rejected: {reason}": n for reason, n in reasons.items()})
+    return out, rejected
+
+
 def _sample(records: list[ResponseRecord], n: int, seed: int) -> list[ResponseRecord]:
     if n >= len(records):
         return records
@@ -279,10 +306,14 @@ def _sample(records: list[ResponseRecord], n: int, seed: int) -> list[ResponseRe
     return sorted((records[i] for i in order[:n]), key=lambda r: r.id)
 
 
-def _source_parts(mix: DataMix, data_dir: str | None) -> dict[str, dict[str, list[ResponseRecord]]]:
+def _source_parts(
+    mix: DataMix, data_dir: str | None
+) -> tuple[dict[str, dict[str, list[ResponseRecord]]], dict[str, Counter]]:
+    """Every source's train/dev/test rows, and the rows a source left out while building them (by reason)."""
     from seawall.data import canonical_split
 
     parts: dict[str, dict[str, list[ResponseRecord]]] = {}
+    left_out: dict[str, Counter] = {}
     for name in mix.sets:
         if name not in RESPONSE_SETS:
             raise SeawallError(
@@ -299,7 +330,11 @@ def _source_parts(mix: DataMix, data_dir: str | None) -> dict[str, dict[str, lis
         parts["non-answers"] = non_answer_split(
             mix.refusal_prompt_sets, response_set_prompts(data_dir), mix.non_answers, data_dir, mix.seed
         )
-    return parts
+    if mix.attempts:
+        parts["attempts"], left_out["attempts"] = attempt_split(
+            mix.refusal_prompt_sets, response_set_prompts(data_dir), data_dir, mix.seed
+        )
+    return parts, left_out
 
 
 def _train_cap(mix: DataMix, name: str) -> int | None:
@@ -307,6 +342,7 @@ def _train_cap(mix: DataMix, name: str) -> int | None:
         "alpaca": mix.benign_compliant,
         "refusals": mix.harmful_refusals,
         "non-answers": mix.non_answers,
+        "attempts": mix.attempts,
     }.get(name) or mix.max_train_rows.get(name)
 
 
@@ -342,13 +378,13 @@ def assemble_mix(
     mix: DataMix, data_dir: str | None = None
 ) -> tuple[dict[str, list[ResponseRecord]], MixReport]:
     """The train/dev/test records of a mix (test = every source's held-out part) and the report of its rows."""
-    if not mix.sets and not (mix.benign_compliant or mix.harmful_refusals or mix.non_answers):
+    if not mix.sets and not (mix.benign_compliant or mix.harmful_refusals or mix.non_answers or mix.attempts):
         raise SeawallError("the data mix is empty: list at least one response set or add safe examples")
-    parts = _source_parts(mix, data_dir)
+    parts, left_out = _source_parts(mix, data_dir)
     report = MixReport()
     for name, split in parts.items():
         report.available[name] = {s: len(split[s]) for s in SPLITS}
-        report.dropped[name] = Counter()
+        report.dropped[name] = Counter(left_out.get(name, {}))
         for s in SPLITS:
             labelled = [r for r in split[s] if r.y is not None]
             report.dropped[name]["unknown label"] += len(split[s]) - len(labelled)
@@ -409,7 +445,7 @@ def eval_records(
     spec: str, data_dir: str | None = None, columns: ColumnMap | None = None
 ) -> tuple[str, list[ResponseRecord], dict[str, Any]]:
     """Records to evaluate on: NAME[:SPLIT] (canonical split, default test), `alpaca[:SPLIT]`,
-    `refusals[:SPLIT]`, or a user FILE (CSV, TSV, JSONL, JSON, Parquet) read as `seawall data` reads it, through
+    `refusals`, `non-answers` or `attempts[:SPLIT]`, or a user FILE (CSV, TSV, JSONL, JSON, Parquet) read as `seawall data` reads it, through
     `columns`. Returns (name, records, read report).
     """
     from seawall.data.generic import is_user_file
@@ -432,6 +468,9 @@ def eval_records(
     if name == "non-answers":
         non_answers = non_answer_split(["advbench"], response_set_prompts(data_dir), data_dir=data_dir)
         return f"non-answers:{split}", non_answers[split], {}
+    if name == "attempts":
+        attempts, rejected = attempt_split(["advbench"], response_set_prompts(data_dir), data_dir)
+        return f"attempts:{split}", attempts[split], {"rejected": dict(rejected)}
     raise SeawallError(
         f"unknown evaluation data {spec!r}: use {', '.join(SOURCES)} (optionally :train/:dev/:test) "
         "or a .csv/.tsv/.jsonl/.json/.parquet file"

@@ -26,6 +26,7 @@ SOURCE_EVALS = (
     "alpaca:test",
     "refusals:test",
     "non-answers:test",
+    "attempts:test",
 )
 ALL_SAFE = {
     "safety-tuned-llamas",
@@ -33,6 +34,8 @@ ALL_SAFE = {
     "refusals",
     "non-answers",
 }  # test sets with safe rows only: their flag rate counts
+ALL_UNSAFE = {"attempts"}  # unsafe rows only: their flag rate is the recall
+ONE_LABEL = ALL_SAFE | ALL_UNSAFE
 
 
 def _load_runs(results: Path) -> dict[str, dict[str, Any]]:
@@ -69,7 +72,7 @@ def _domain(run: dict[str, Any], data: str) -> str:
     sets = run["config"]["data"]["sets"]
     name = data.split(":")[0]
     if name in AUX_SOURCES:
-        return "held-out safe"
+        return "held-out unsafe" if name in ALL_UNSAFE else "held-out safe"
     return "in-domain" if name in sets else "**out-of-domain**"
 
 
@@ -156,13 +159,13 @@ def _sources_section(runs: dict[str, dict[str, Any]]) -> list[str]:
             source = data.split(":")[0]
             if data not in run["eval"]:
                 row[source] = "–"
-            elif source in ALL_SAFE:
+            elif source in ONE_LABEL:
                 row[source] = f"flags {_fmt(_metric(run, data, 'flag_rate'))}"
             else:
                 row[source] = f"{_fmt(_metric(run, data, 'auroc'))} / {_fmt(_metric(run, data, 'accuracy'))}"
         rows.append(row)
     return [
-        "## Every source's held-out test split (AUROC / accuracy; flag rate where every row is safe)",
+        "## Every source's held-out test split (AUROC / accuracy; flag rate where every row has one label)",
         "",
         format_table(rows, ["run", "threshold", *(d.split(":")[0] for d in evaluated)]),
         "",
@@ -583,10 +586,10 @@ def _cascade_vs_members(run: dict[str, Any]) -> list[str]:
                 "responses/s": _per_second(part.get("responses_per_s")),
                 "accuracy": metrics.get("accuracy"),
             }
-            if data.split(":")[0] in ALL_SAFE:
-                row["F1 / AUROC (flag rate where all safe)"] = f"flags {_fmt(metrics.get('flag_rate'))}"
+            if data.split(":")[0] in ONE_LABEL:
+                row["F1 / AUROC (flag rate where one label)"] = f"flags {_fmt(metrics.get('flag_rate'))}"
             else:
-                row["F1 / AUROC (flag rate where all safe)"] = (
+                row["F1 / AUROC (flag rate where one label)"] = (
                     f"{_fmt(metrics.get('f1'))} / {_fmt(metrics.get('auroc'))}"
                 )
             rows.append(row)
