@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("detector-*.yaml"))
 V2 = ("encoder-v2", "encoder-v2-fast", "mpnet-v2", "cascade-v2")
 V2_LMJUDGE = ("lmjudge-smollm2-v2", "lmjudge-gemma-v2")
+V4 = ("encoder-v4-fast", "mpnet-v4", "cascade-v4")
 
 
 def _load(name: str) -> TrainConfig:
@@ -47,7 +48,23 @@ def test_config_validates(path):
 
 def test_new_configs_are_there():
     names = {p.stem.removeprefix("detector-") for p in CONFIGS}
-    assert set(V2) | set(V2_LMJUDGE) <= names
+    assert set(V2) | set(V2_LMJUDGE) | set(V4) <= names
+
+
+def test_v4_configs_share_the_mix_and_eval_sets():
+    """The v4 mix is the v3 mix plus attempts; its fast, strong and cascade configs compare row for row."""
+    reference, v3 = _load("encoder-v4-fast"), _load("encoder-v3-fast")
+    assert reference.data == v3.data.model_copy(update={"attempts": 600})
+    assert reference.eval_sets == [*v3.eval_sets, "attempts:test"]
+    assert reference.params == {**v3.params, "checkpoint_dir": "runs/detector/encoder-v4-fast.ckpt"}
+    for name in V4:
+        config = _load(name)
+        assert config.data == reference.data and config.eval_sets == reference.eval_sets, name
+    # mpnet-v4 is the mpnet-v2 recipe on the v4 data.
+    assert _load("mpnet-v4").params == {
+        **_load("mpnet-v2").params,
+        "checkpoint_dir": "runs/detector/mpnet-v4.ckpt",
+    }
 
 
 def test_v2_configs_share_the_mix_and_eval_sets():
@@ -86,12 +103,19 @@ def test_cascade_members_are_other_configs_outputs():
     assert outputs[cascade.params["fast"]] == "detector-encoder-v2-fast"
     assert outputs[cascade.params["strong"]] == "detector-mpnet-v2"
     assert 0 < cascade.params["escalation_rate"] < 1
+    cascade = _load("cascade-v4")
+    assert outputs[cascade.params["fast"]] == "detector-encoder-v4-fast"
+    assert outputs[cascade.params["strong"]] == "detector-mpnet-v4"
+    assert cascade.params == {
+        **_load("cascade-v2").params,
+        **{k: cascade.params[k] for k in ("fast", "strong")},
+    }
 
 
-def test_the_demo_trains_the_v3_fast_recipe():
+def test_the_demo_trains_the_v4_fast_recipe():
     from seawall.detect.demo import demo_config
 
-    config = TrainConfig.from_yaml(ROOT / "configs" / "detector-encoder-v3-fast.yaml")
+    config = TrainConfig.from_yaml(ROOT / "configs" / "detector-encoder-v4-fast.yaml")
     demo = demo_config("unused")
     assert demo.data == config.data
     assert {k: v for k, v in config.params.items() if k in demo.params} == demo.params

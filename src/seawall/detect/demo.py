@@ -1,7 +1,8 @@
 """The detector part of the main job: provision MiniLM, train + calibrate on the v2 mix, evaluate, print.
 
-`run()` trains the recipe of configs/detector-encoder-v3-fast.yaml (ten sources: jailbreak responses, dangerous
-advice, unsafe dialogue, safe non-refusal answers, policy texts, benign compliance, refusals and non-answers; one
+`run()` trains the recipe of configs/detector-encoder-v4-fast.yaml (eleven sources: jailbreak responses, dangerous
+advice, unsafe dialogue, safe non-refusal answers, policy texts, benign compliance, refusals, non-answers and a small
+model's attempts at harmful requests; one
 epoch, bf16 autocast where the CPU has it) at 128 tokens, so it fits in about a quarter of an hour on 2 cores, with a progress
 bar. It calibrates on the mixed dev split (every source), picks the source-balanced threshold, and prints the
 SecureBreak test metrics, the per-category table, and the flag rates on held-out benign answers and refusals.
@@ -40,12 +41,13 @@ def demo_config(output: str, max_steps: int | None = None, max_rows: int | None 
         backend="encoder",
         params=params,
         data=DataMix(
-            sets=list(RESPONSE_SETS),  # the v3 mix: configs/detector-encoder-v3-fast.yaml explains each cap
+            sets=list(RESPONSE_SETS),  # the v4 mix: configs/detector-encoder-v4-fast.yaml explains each cap
             max_train_rows={"gptfuzz": 3000, "diasafety": 4000},
             dev_rows_per_source=max_rows or 250,
             benign_compliant=1000,
             harmful_refusals=400,
             non_answers=600,
+            attempts=600,
         ),
         output=output,
         eval_sets=["securebreak:test", "alpaca:test", "refusals:test"],
@@ -77,7 +79,7 @@ def run(
     console = Console()
     console.rule("detector: provisioning all-MiniLM-L6-v2")
     console.print(f"base model at {resolve_model(DEMO_PARAMS['base_model'])}")
-    console.rule("detector: training on the v3 mix (ten sources)")
+    console.rule("detector: training on the v4 mix (eleven sources)")
     summary = run_training(demo_config(output, max_steps, max_rows), data_dir)
     sb = summary["eval"]["securebreak:test"]
     m, ci = sb["metrics"], sb["ci95"]
