@@ -17,8 +17,9 @@ from seawall.models.packaged import find_packaged
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("detector-*.yaml"))
 V2 = ("encoder-v2", "encoder-v2-fast", "mpnet-v2", "cascade-v2")
-V2_LMJUDGE = ("lmjudge-smollm2-v2", "lmjudge-gemma-v2")
+V2_LMJUDGE = ("lmjudge-smollm2-v2",)
 V4 = ("encoder-v4-fast", "mpnet-v4", "cascade-v4")
+V4_LMJUDGE = ("lmjudge-gemma-v4",)
 
 
 def _load(name: str) -> TrainConfig:
@@ -48,7 +49,7 @@ def test_config_validates(path):
 
 def test_new_configs_are_there():
     names = {p.stem.removeprefix("detector-") for p in CONFIGS}
-    assert set(V2) | set(V2_LMJUDGE) | set(V4) <= names
+    assert set(V2) | set(V2_LMJUDGE) | set(V4) | set(V4_LMJUDGE) <= names
 
 
 def test_v4_configs_share_the_mix_and_eval_sets():
@@ -65,6 +66,14 @@ def test_v4_configs_share_the_mix_and_eval_sets():
         **_load("mpnet-v2").params,
         "checkpoint_dir": "runs/detector/mpnet-v4.ckpt",
     }
+    for name in V4_LMJUDGE:
+        config = _load(name)
+        # A judge caps every source to fit its time budget, the two v4 sources included, and is evaluated on the
+        # same sets (on a seeded sample).
+        assert config.data.sets == reference.data.sets and config.eval_sets == reference.eval_sets, name
+        assert config.data.non_answers and config.data.attempts, name
+        assert set(config.data.max_train_rows) == set(config.data.sets), name
+        assert config.params["finetune"] is True and config.eval_max_rows, name
 
 
 def test_v2_configs_share_the_mix_and_eval_sets():

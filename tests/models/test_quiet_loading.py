@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from seawall.models import load_encoder_for_classification
-from seawall.models.load import quiet_transformers
+from seawall.models.quiet import quiet_transformers
 
 
 @pytest.fixture
@@ -45,3 +45,18 @@ def test_warnings_are_logged_inside_the_block_only(caplog, recwarn):
     assert "UserWarning: traced a python condition" in caplog.text
     warnings.warn("outside", UserWarning, stacklevel=1)
     assert [str(w.message) for w in recwarn.list] == ["outside"]  # the filters were restored
+
+
+def test_gguf_conversion_prints_no_transformers_bars(tiny_gguf, tmp_path, capfd, transformers_warnings):
+    from transformers.utils import logging as hf_logging
+
+    from seawall.models import convert_gguf
+
+    path, _ = tiny_gguf
+    hf_logging.enable_progress_bar()
+    out = convert_gguf(path, tmp_path / "converted")
+    printed = capfd.readouterr()
+    assert (out / "config.json").is_file()
+    # transformers draws "Converting and de-quantizing GGUF tensors" and "Writing model shards" bars otherwise
+    assert "GGUF tensors" not in printed.err + printed.out and "model shards" not in printed.err + printed.out
+    assert hf_logging.is_progress_bar_enabled()

@@ -36,8 +36,8 @@ from seawall.detect.training import (
     train,
 )
 from seawall.errors import ModelError
-from seawall.models.load import quiet_transformers
 from seawall.models.precision import resolve_precision, torch_dtype
+from seawall.models.quiet import quiet_transformers
 
 ADAPTER_DIR = "adapter"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

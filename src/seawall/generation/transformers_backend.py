@@ -15,8 +15,8 @@ from typing import Any
 from seawall.errors import SeawallError
 from seawall.generation.base import BACKENDS, GenerationError, Generator, Message, as_messages
 from seawall.generation.config import GenerationConfig, StopFilter, truncate_at_stop
-from seawall.models.load import quiet_transformers
 from seawall.models.precision import resolve_precision, torch_dtype
+from seawall.models.quiet import quiet_transformers
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
