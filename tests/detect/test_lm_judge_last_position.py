@@ -1,5 +1,5 @@
-"""The lm-judge runs its LM head on the last position only (logits_to_keep=1): for Gemma's 262k vocabulary the full
-seq_len × vocab logits would cost more than the rest of the model. The score must equal the full computation."""
+"""The lm-judge computes only the two label logits of the last position: for Gemma's 262k vocabulary the full
+head would cost more than the rest of the model. The score must equal the full computation, soft-capping included."""
 
 from __future__ import annotations
 
@@ -22,15 +22,13 @@ def test_judge_score_equals_full_logits_and_the_head_sees_one_position(sb_split,
     # Rows of different lengths, so a batch holds padding.
     pairs = [(r.prompt, r.response) for r in sb_split["test"][:6]]
     pairs.append(("hi", "ok"))
-    widths: list[int] = []
-    hook = judge.model_.lm_head.register_forward_hook(
-        lambda module, args, out: widths.append(args[0].shape[1])
-    )
+    calls: list[int] = []
+    hook = judge.model_.lm_head.register_forward_hook(lambda module, args, out: calls.append(1))
     try:
         scores = judge.raw_score(pairs)
     finally:
         hook.remove()
-    assert widths and set(widths) == {1}  # never seq_len × vocab
+    assert not calls  # the vocabulary-wide head never runs
 
     # Reference: each pair alone, no padding, logits over every position, the last one's two label logits.
     encoded = judge.encode(pairs)
@@ -43,3 +41,13 @@ def test_judge_score_equals_full_logits_and_the_head_sees_one_position(sb_split,
             expected.append(torch.softmax(two, dim=0)[1].item())
     assert np.allclose(scores, expected, atol=1e-5)
     assert len({round(s, 4) for s in scores}) > 1  # the rows differ, so the check could fail
+
+    # Gemma-2-style final soft-capping (tanh(l / c) · c) is applied to the two logits as to the full ones.
+    judge.model_.config.final_logit_softcapping = 0.05
+    capped = judge.raw_score(pairs)
+    with torch.inference_mode():
+        reference = []
+        for ids in encoded.ids:
+            two = judge.model_(input_ids=torch.tensor([ids])).logits[0, -1, judge._label_ids]
+            reference.append(torch.softmax(torch.tanh(two / 0.05) * 0.05, dim=0)[1].item())
+    assert np.allclose(capped, reference, atol=1e-5) and not np.allclose(capped, scores, atol=1e-3)
