@@ -29,6 +29,12 @@ def train(
     data_dir: str | None = typer.Option(
         None, "--data-dir", help="Shared data folder (default ../shared/data)."
     ),
+    eval_only: bool = typer.Option(
+        False,
+        "--eval-only",
+        help="Evaluate the detector an earlier run of this config saved (no training): after an interrupted "
+        "evaluation, or with other eval_sets.",
+    ),
 ) -> None:
     """Train, calibrate on dev, save and evaluate a detector described by a YAML config."""
     from rich.console import Console
@@ -38,10 +44,11 @@ def train(
 
     _quiet_transformers()
     cfg = TrainConfig.from_yaml(config)
-    summary = run_training(cfg, data_dir)
+    summary = run_training(cfg, data_dir, eval_only=eval_only)
     rows = [{"data": name, "n": e["n"], **e["metrics"]} for name, e in summary["eval"].items()]
     console = Console()
-    console.print(f"saved {cfg.output} ({summary['detector_id']}), trained in {summary['train_seconds']} s")
+    done = "evaluated the saved" if eval_only else "saved"
+    console.print(f"{done} {cfg.output} ({summary['detector_id']}), trained in {summary['train_seconds']} s")
     typer.echo(
         format_table(rows, ["data", "n", "accuracy", "precision", "recall", "f1", "fpr", "auroc", "ece"])
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,9 @@ from seawall.errors import SeawallError
 from seawall.io import atomic_write_json
 
 DEFAULT_EVAL_SETS = ["securebreak:test", "gptfuzz:test", "alpaca:test", "refusals:test"]
+# Written beside a trained detector: what it was trained from and how long it took, so an evaluation that was
+# interrupted (or is redone) needs no second training (`seawall detect train --eval-only`).
+RUN_RECORD = "run.json"
 
 
 class TrainConfig(BaseModel):
@@ -127,20 +132,62 @@ def category_report(
     return report
 
 
-def run_training(config: TrainConfig, data_dir: str | None = None) -> dict[str, Any]:
-    """Build the mix, fit (with dev calibration), save, evaluate on every eval set; returns the summary."""
+def training_fingerprint(config: TrainConfig) -> str:
+    """sha256 of what decides a run's trained detector (backend, hyper-parameters, data mix, category prompt
+    sets), not of where it is written or what it is evaluated on."""
+    decisive = config.model_dump(include={"backend", "params", "data", "category_prompt_sets"})
+    return hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def saved_run(config: TrainConfig) -> tuple[Detector, float]:
+    """The detector a finished training of `config` saved, and its training seconds; an error naming the folder
+    when there is none or it was trained from another config."""
     output = Path(config.output)
-    if output.exists() and not config.overwrite:
+    record_path = output / RUN_RECORD
+    if not record_path.is_file():
+        raise SeawallError(
+            f"{output} holds no {RUN_RECORD}: nothing trained from this config was saved there; train it first"
+        )
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SeawallError(f"{record_path} is not readable JSON: {error}") from None
+    expected = training_fingerprint(config)
+    if record.get("training_fingerprint") != expected:
+        raise SeawallError(
+            f"{output} was trained from another config (training fingerprint {record.get('training_fingerprint')},"
+            f" this config {expected}): its backend, params, data or category sets differ; train it again"
+        )
+    return load_detector(output), float(record["train_seconds"])
+
+
+def run_training(config: TrainConfig, data_dir: str | None = None, eval_only: bool = False) -> dict[str, Any]:
+    """Build the mix, fit (with dev calibration), save, evaluate on every eval set; returns the summary.
+
+    `eval_only`: evaluate the detector a finished training of this same config saved (`saved_run`) instead of
+    training again; the mix is rebuilt (deterministic) for the summary's counts."""
+    output = Path(config.output)
+    if not eval_only and output.exists() and not config.overwrite:
         raise SeawallError(
             f"{output} already exists; set overwrite: true in the config or pick another output"
         )
+    if eval_only:  # checked first: a refusal costs no data loading
+        detector, train_seconds = saved_run(config)
     mix = build_mix(config.data, data_dir)
     category_rows, category_sources = training_category_rows(config, mix, data_dir)
-    detector = make_detector(config.backend, **config.params)
-    start = time.perf_counter()
-    detector.fit(mix["train"] + category_rows, dev=mix["dev"])
-    train_seconds = time.perf_counter() - start
-    detector.save(output, overwrite=config.overwrite)
+    if not eval_only:
+        detector = make_detector(config.backend, **config.params)
+        start = time.perf_counter()
+        detector.fit(mix["train"] + category_rows, dev=mix["dev"])
+        # time of earlier sessions when training resumed from a checkpoint
+        train_seconds = time.perf_counter() - start
+        train_seconds += detector.training_.get("history", {}).get("seconds_before_resume", 0.0)
+        detector.save(output, overwrite=config.overwrite)
+        record = {
+            "training_fingerprint": training_fingerprint(config),
+            "train_seconds": round(train_seconds, 1),
+        }
+        atomic_write_json(output / RUN_RECORD, {"name": config.name, **record})
     report_dir = Path(config.report_dir) if config.report_dir else output.parent / f"{output.name}-eval"
     evaluations = {}
     for spec in config.eval_sets:
@@ -170,10 +217,7 @@ def run_training(config: TrainConfig, data_dir: str | None = None) -> dict[str, 
         "n_dev": len(mix["dev"]),
         "train_sources": _counts(mix["train"]),
         "dev_sources": _counts(mix["dev"]),
-        # time of earlier sessions when training resumed from a checkpoint
-        "train_seconds": round(
-            train_seconds + detector.training_.get("history", {}).get("seconds_before_resume", 0.0), 1
-        ),
+        "train_seconds": round(train_seconds, 1),
         "thresholds": detector.thresholds_,
         "threshold": detector.threshold_,
         "calibrator": detector.calibrator_,
