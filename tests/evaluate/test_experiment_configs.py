@@ -48,3 +48,13 @@ def test_gemma_runs_the_smollm2_chain_with_gemmas_own_turns():
     # The families compare: the same judge, decoding and evaluation suites' settings.
     assert gemma.eval.detector == smollm2.eval.detector
     assert gemma.eval.decoding == smollm2.eval.decoding and gemma.eval.dtype == smollm2.eval.dtype
+
+
+def test_the_judge_is_the_strongest_detector_config():
+    """The experiment runs offline, so it is judged by the strongest detector, not the fastest: the output of the
+    detector config docs/detect.md names best regardless of time, so a reader can train it from the repository."""
+    from seawall.detect.pipeline import TrainConfig
+
+    strongest = TrainConfig.from_yaml(CONFIGS / "detector-mpnet-v4.yaml")
+    for name in FAMILIES:
+        assert load_config(CONFIGS / f"{name}.yaml").eval.detector == strongest.output, name
