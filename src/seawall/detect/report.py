@@ -136,6 +136,7 @@ def build_report(results: Path) -> str:
     lines += _sources_section(runs)
     lines += _category_section(runs)
     lines += _v2_targets(runs)
+    lines += _loso_targets(results)
     lines += _targets(runs, results / "bench.json")
     lines += _lora_section(runs)
     lines += _detail_section(runs, results)
@@ -305,6 +306,45 @@ def _v2_targets(runs: dict[str, dict[str, Any]]) -> list[str]:
         "Each cell: measured (met?).",
         "",
         format_table(rows, list(rows[0])),
+        "",
+    ]
+
+
+LOSO_TARGET = 0.85
+
+
+def _loso_targets(results: Path) -> list[str]:
+    """Issue 13's leave-one-source-out target (AUROC ≥ 0.85 on every held-out source), one row per LOSO run folder
+    (`loso-*/SOURCE.json`, written by scripts/detector_loso.py); the full matrices are on detector-loso.md."""
+    rows, columns = [], []
+    for folder in sorted(results.glob("loso-*")):
+        held = {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.stem != "none"}
+        if not held:
+            continue
+        first = next(iter(held.values()))
+        row = {"run": f"{first['config_name']} ({first['backend']})"}
+        for source, result in held.items():
+            entry = result["eval"].get(source)
+            if source in ONE_LABEL or entry is None or not 0 < entry["n_unsafe"] < entry["n"]:
+                continue  # AUROC needs both classes; one-label sources are in the matrix as flag rates
+            value = entry["metrics"]["auroc"]
+            row[source] = f"{_fmt(value)} ({'yes' if value >= LOSO_TARGET else '**no**'})"
+            if source not in columns:
+                columns.append(source)
+        rows.append(row)
+    if not rows:
+        return []
+    order = [s.removesuffix(":test") for s in SOURCE_EVALS]
+    columns = sorted(columns, key=lambda s: order.index(s) if s in order else len(order))
+    return [
+        f"## Leave-one-source-out: AUROC on each held-out source (target ≥ {LOSO_TARGET})",
+        "",
+        "Each cell: the AUROC of a detector trained without that source (and without any row sharing its prompts), "
+        "on that source's test rows, measured (met?); – = not held out yet. Every matrix, with each held-out "
+        "detector's scores on the other sources and the change from the whole mix: "
+        "[detector-loso.md](detector-loso.md).",
+        "",
+        format_table([{c: r.get(c, "–") for c in ["run", *columns]} for r in rows], ["run", *columns]),
         "",
     ]
 
