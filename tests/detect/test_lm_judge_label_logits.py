@@ -9,7 +9,7 @@ import torch
 from seawall.detect import make_detector
 
 
-def test_judge_score_equals_full_logits_and_the_head_sees_one_position(sb_split, tiny_llama_dir):
+def test_judge_score_equals_the_full_heads_without_computing_it(sb_split, tiny_llama_dir):
     judge = make_detector(
         "lm-judge",
         base_model=str(tiny_llama_dir),
