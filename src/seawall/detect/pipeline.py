@@ -179,15 +179,12 @@ def run_training(config: TrainConfig, data_dir: str | None = None, eval_only: bo
         detector = make_detector(config.backend, **config.params)
         start = time.perf_counter()
         detector.fit(mix["train"] + category_rows, dev=mix["dev"])
-        # time of earlier sessions when training resumed from a checkpoint
         train_seconds = time.perf_counter() - start
+        # plus the time of earlier sessions when training resumed from a checkpoint
         train_seconds += detector.training_.get("history", {}).get("seconds_before_resume", 0.0)
         detector.save(output, overwrite=config.overwrite)
-        record = {
-            "training_fingerprint": training_fingerprint(config),
-            "train_seconds": round(train_seconds, 1),
-        }
-        atomic_write_json(output / RUN_RECORD, {"name": config.name, **record})
+        record = {"name": config.name, "training_fingerprint": training_fingerprint(config)}
+        atomic_write_json(output / RUN_RECORD, {**record, "train_seconds": round(train_seconds, 1)})
     report_dir = Path(config.report_dir) if config.report_dir else output.parent / f"{output.name}-eval"
     evaluations = {}
     for spec in config.eval_sets:
