@@ -111,10 +111,12 @@ def run_loso(
 
 def _cell(entry: dict[str, Any] | None) -> tuple[str, float]:
     """AUROC where the test rows hold both classes, else the share flagged unsafe (one-label sources)."""
+    from seawall.detect.report import loso_has_auroc
+
     if entry is None:
         return "–", math.nan
     metrics = entry["metrics"]
-    if entry["n_unsafe"] and entry["n_unsafe"] < entry["n"]:
+    if loso_has_auroc(entry):
         return f"{metrics['auroc']:.3f}", metrics["auroc"]
     return f"flag {metrics['flag_rate']:.3f}", metrics["flag_rate"]
 

@@ -313,6 +313,12 @@ def _v2_targets(runs: dict[str, dict[str, Any]]) -> list[str]:
 LOSO_TARGET = 0.85
 
 
+def loso_has_auroc(entry: dict[str, Any]) -> bool:
+    """Whether a leave-one-source-out cell (one source's test rows, scripts/detector_loso.py) is an AUROC: its rows
+    hold both classes. One-label sources are reported as the share flagged instead."""
+    return 0 < entry["n_unsafe"] < entry["n"]
+
+
 def _loso_targets(results: Path) -> list[str]:
     """Issue 13's leave-one-source-out target (AUROC ≥ 0.85 on every held-out source), one row per LOSO run folder
     (`loso-*/SOURCE.json`, written by scripts/detector_loso.py); the full matrices are on detector-loso.md."""
@@ -325,8 +331,8 @@ def _loso_targets(results: Path) -> list[str]:
         row = {"run": f"{first['config_name']} ({first['backend']})"}
         for source, result in held.items():
             entry = result["eval"].get(source)
-            if source in ONE_LABEL or entry is None or not 0 < entry["n_unsafe"] < entry["n"]:
-                continue  # AUROC needs both classes; one-label sources are in the matrix as flag rates
+            if entry is None or not loso_has_auroc(entry):
+                continue  # one-label sources are in the matrix as flag rates
             value = entry["metrics"]["auroc"]
             row[source] = f"{_fmt(value)} ({'yes' if value >= LOSO_TARGET else '**no**'})"
             if source not in columns:
