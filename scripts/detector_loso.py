@@ -75,9 +75,7 @@ def run_loso(
         else:
             holdout = leave_one_source_out(splits, source)
             train, dev, overlap = holdout.train, holdout.dev, holdout.dropped_for_prompt_overlap
-        params = dict(config.params)
-        if params.get("checkpoint_dir"):
-            params["checkpoint_dir"] = f"{params['checkpoint_dir']}-loso-{source}"
+        params = per_source_checkpoints(config.params, source)
         log(f"{source}: training {config.backend} on {len(train)} rows, calibrating on {len(dev)}")
         detector = make_detector(config.backend, **params)
         start = time.perf_counter()
@@ -87,6 +85,11 @@ def run_loso(
         for name, records in tests.items():
             report = evaluate_detector(detector, records, f"{name}:test", None, config.n_boot)
             scores[name] = {k: report[k] for k in ("n", "n_unsafe", "metrics", "ci95")}
+            if "members" in report:  # a composite detector: each member alone on the same rows
+                scores[name]["members"] = {
+                    member: {k: entry[k] for k in ("backend", "metrics")}
+                    for member, entry in report["members"].items()
+                }
         result = {
             "config_name": config.name,
             "config_fingerprint": fingerprint,
@@ -109,14 +112,28 @@ def run_loso(
     return results
 
 
-def _cell(entry: dict[str, Any] | None) -> tuple[str, float]:
-    """AUROC where the test rows hold both classes, else the share flagged unsafe (one-label sources)."""
+def per_source_checkpoints(params: Any, source: str) -> Any:
+    """`params` with every `checkpoint_dir` (its own, and its members' in a composite's nested configs) suffixed
+    `-loso-<source>`, so a run per held-out source never resumes another source's checkpoint."""
+    if isinstance(params, dict):
+        out = {k: per_source_checkpoints(v, source) for k, v in params.items()}
+        if out.get("checkpoint_dir"):
+            out["checkpoint_dir"] = f"{out['checkpoint_dir']}-loso-{source}"
+        return out
+    if isinstance(params, list):
+        return [per_source_checkpoints(v, source) for v in params]
+    return params
+
+
+def _cell(entry: dict[str, Any] | None, rows: dict[str, Any] | None = None) -> tuple[str, float]:
+    """AUROC where the test rows hold both classes, else the share flagged unsafe (one-label sources). `rows` is
+    the entry that counts the rows when `entry` has only metrics (a member of a composite)."""
     from seawall.detect.report import loso_has_auroc
 
     if entry is None:
         return "–", math.nan
     metrics = entry["metrics"]
-    if loso_has_auroc(entry):
+    if loso_has_auroc(rows or entry):
         return f"{metrics['auroc']:.3f}", metrics["auroc"]
     return f"flag {metrics['flag_rate']:.3f}", metrics["flag_rate"]
 
@@ -163,7 +180,40 @@ def render_loso(results_dir: str | Path) -> str:
                 f"| {source} | {runs[source]['eval'][source]['n']} | {text_in} | {text_out} | "
                 f"{value_out - value_in:+.3f} |"
             )
+    lines += _members_table(runs, columns)
     return "\n".join(lines) + "\n"
+
+
+def _members_table(runs: dict[str, dict[str, Any]], columns: list[str]) -> list[str]:
+    """For a composite detector (ensemble, cascade): each held-out source's own cell for every member alone, on
+    the same rows, beside the composite's; [] when the runs hold no member results."""
+    held = [s for s in columns if s in runs and "members" in runs[s]["eval"][s]]
+    if not held:
+        return []
+    members = runs[held[0]]["eval"][held[0]]["members"]
+    names = [f"{name} ({entry['backend']})" for name, entry in members.items()]
+    lines = [
+        "",
+        "Each member alone on the held-out source (trained and calibrated on the same rows as the composite, at its "
+        "own threshold), beside the composite:",
+        "",
+        "| held out | " + " | ".join(names) + f" | {runs[held[0]]['backend']} |",
+        "|---|" + "---:|" * (len(names) + 1),
+    ]
+    means: dict[str, list[float]] = {}
+    for source in held:
+        entry = runs[source]["eval"][source]
+        cells = []
+        for key, part in [*entry["members"].items(), ("composite", entry)]:
+            text, value = _cell(part, rows=entry)
+            cells.append(text)
+            if 0 < entry["n_unsafe"] < entry["n"]:
+                means.setdefault(key, []).append(value)
+        lines.append(f"| {source} | " + " | ".join(cells) + " |")
+    if means:
+        cells = [f"{sum(v) / len(v):.3f}" for v in means.values()]
+        lines.append("| mean AUROC | " + " | ".join(cells) + " |")
+    return lines
 
 
 def render_page(results_dirs: list[str | Path]) -> str:

@@ -101,3 +101,14 @@ def one_torch_thread():
         os.environ.pop(THREADS_ENV, None)
     else:
         os.environ[THREADS_ENV] = before_env
+
+
+@pytest.fixture(scope="session")
+def balanced():
+    """`balanced(records, n)`: the first n/2 unsafe and n/2 safe rows with a non-empty response."""
+
+    def pick(records, n):
+        rows = [r for r in records if r.response.strip()]
+        return [r for r in rows if r.y == 1][: n // 2] + [r for r in rows if r.y == 0][: n // 2]
+
+    return pick

@@ -9,23 +9,19 @@ import pytest
 from sklearn.base import clone
 
 from seawall.detect import load_detector, make_detector
-from seawall.detect.cascade import band_halfwidth, recentre
+from seawall.detect.cascade import band_halfwidth
+from seawall.detect.members import recentre
 from seawall.detect.pipeline import TrainConfig, evaluate_detector, run_training
 from seawall.detect.report import build_report
 from seawall.errors import ModelError, SeawallError
 
 
-def _balanced(records, n):
-    rows = [r for r in records if r.response.strip()]
-    return [r for r in rows if r.y == 1][: n // 2] + [r for r in rows if r.y == 0][: n // 2]
-
-
 @pytest.fixture(scope="module")
-def data(sb_split):
+def data(sb_split, balanced):
     return {
-        "train": _balanced(sb_split["train"], 48),
-        "dev": _balanced(sb_split["dev"], 160),
-        "test": _balanced(sb_split["test"], 120),
+        "train": balanced(sb_split["train"], 48),
+        "dev": balanced(sb_split["dev"], 160),
+        "test": balanced(sb_split["test"], 120),
     }
 
 

@@ -333,3 +333,57 @@ def test_loso_script_trains_resumes_and_renders(tmp_path, shared_data):
     assert f"{change:+.3f}" in next(
         line for line in table.splitlines() if line.startswith("| safetext | 214 |")
     )
+
+
+TINY_ENSEMBLE = """
+name: tiny-loso-ensemble
+backend: ensemble
+params:
+  members:
+    - {backend: tfidf, params: {min_df: 1, ngram_max: 1, use_prompt: false, category_model: false}}
+    - {backend: tfidf, params: {min_df: 1, ngram_max: 2, C: 0.5, category_model: false}}
+  category_model: false
+data:
+  sets: [securebreak, safetext]
+  max_train_rows: {securebreak: 150, safetext: 150}
+  dev_rows_per_source: 60
+  benign_compliant: 60
+  harmful_refusals: 30
+output: unused
+n_boot: 0
+"""
+
+
+def test_loso_of_a_composite_keeps_and_renders_each_member_alone(tmp_path, shared_data):
+    script = _loso_script()
+    config = tmp_path / "ensemble.yaml"
+    config.write_text(TINY_ENSEMBLE)
+    out = tmp_path / "loso"
+    results = script.run_loso(config, out, ["securebreak", "safetext"], str(shared_data), log=lambda _: None)
+    entry = results["safetext"]["eval"]["safetext"]
+    assert [m["backend"] for m in entry["members"].values()] == ["tfidf", "tfidf"]
+    table = script.render_loso(out)
+    assert "| held out | member-0 (tfidf) | member-1 (tfidf) | ensemble |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| safetext |") and "**" not in line)
+    cells = [f"{m['metrics']['auroc']:.3f}" for m in entry["members"].values()] + [
+        f"{entry['metrics']['auroc']:.3f}"
+    ]
+    assert row == "| safetext | " + " | ".join(cells) + " |"
+    held = [results[s]["eval"][s] for s in ("securebreak", "safetext")]
+    mean = sum(h["metrics"]["auroc"] for h in held) / 2
+    assert "| mean AUROC | " in table and f"{mean:.3f} |" in table.splitlines()[-1]
+
+
+def test_each_held_out_source_gets_its_own_checkpoints_members_included():
+    script = _loso_script()
+    params = {
+        "checkpoint_dir": "runs/a.ckpt",
+        "members": [
+            {"backend": "encoder", "params": {"checkpoint_dir": "runs/m.ckpt", "lr": 1e-5}},
+            "runs/x",
+        ],
+    }
+    out = script.per_source_checkpoints(params, "toxichat")
+    assert out["checkpoint_dir"] == "runs/a.ckpt-loso-toxichat"
+    assert out["members"][0]["params"] == {"checkpoint_dir": "runs/m.ckpt-loso-toxichat", "lr": 1e-5}
+    assert out["members"][1] == "runs/x" and params["members"][0]["params"]["checkpoint_dir"] == "runs/m.ckpt"

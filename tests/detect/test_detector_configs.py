@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("detector-*.yaml"))
 V2 = ("encoder-v2", "encoder-v2-fast", "mpnet-v2", "cascade-v2")
 V2_LMJUDGE = ("lmjudge-smollm2-v2",)
-V4 = ("encoder-v4-fast", "mpnet-v4", "cascade-v4")
+V4 = ("encoder-v4-fast", "mpnet-v4", "cascade-v4", "ensemble-v4")
 V4_LMJUDGE = ("lmjudge-gemma-v4",)
 
 
@@ -128,3 +128,15 @@ def test_the_demo_trains_the_v4_fast_recipe():
     demo = demo_config("unused")
     assert demo.data == config.data
     assert {k: v for k, v in config.params.items() if k in demo.params} == demo.params
+
+
+def test_ensemble_members_are_the_demo_encoder_and_a_default_probe():
+    """The ensemble's encoder member is encoder-v4-fast's recipe (its own checkpoint folder); the probe's settings
+    are the backend's defaults, fixed before any measurement."""
+    members = _load("ensemble-v4").params["members"]
+    assert [m["backend"] for m in members] == ["encoder", "probe"]
+    encoder = _load("encoder-v4-fast").params
+    assert members[0]["params"] == {**encoder, "checkpoint_dir": members[0]["params"]["checkpoint_dir"]}
+    assert members[0]["params"]["checkpoint_dir"] != encoder["checkpoint_dir"]
+    defaults = make_detector("probe").get_params()
+    assert all(defaults[k] == v for k, v in members[1]["params"].items() if k != "threshold_strategy")

@@ -5,13 +5,14 @@
     det.predict_proba([(prompt, response)])[:, 1]   # P(unsafe)
     det.save("out/tfidf"); det = load_detector("out/tfidf")
 
-Backends: `refusal`, `tfidf` (cheap, imported here), `encoder`, `lm-judge` (torch; imported on first use), `cascade`
-(a fast member, and a strong one for the pairs near the fast member's threshold).
+Backends: `refusal`, `tfidf` (cheap, imported here), `encoder`, `lm-judge`, `probe` (torch; imported on first use),
+`cascade` (a fast member, and a strong one for the pairs near the fast member's threshold) and `ensemble` (every
+member, their log-odds margins averaged).
 """
 
 from pathlib import Path
 
-from seawall.detect import cascade, encoder, lm_judge, refusal, tfidf  # noqa: F401  (register the backends; torch loads lazily)
+from seawall.detect import cascade, encoder, ensemble, lm_judge, probe, refusal, tfidf  # noqa: F401  (register the backends; torch loads lazily)
 from seawall.detect.base import DETECTORS, Detector, as_pairs, load_detector, make_detector
 from seawall.detect.refusal import is_refusal, refusal_match
 

@@ -21,7 +21,6 @@ without pickle: the members as nested detector folders `fast/` and `strong/`, th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,22 +28,12 @@ from typing import Any
 import numpy as np
 
 from seawall.data.records import ResponseRecord
-from seawall.detect.base import DETECTORS, Detector, Pair, labelled, load_detector, make_detector
+from seawall.detect.base import DETECTORS, Detector, Pair, labelled, load_detector
 from seawall.detect.calibration import apply_calibrator
+from seawall.detect.members import is_folder_spec, logit, member_detector, recentre
 from seawall.errors import SeawallError
 
 MEMBERS = ("fast", "strong")
-EPS = 1e-6
-
-
-def _logit(p: np.ndarray | float) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def recentre(p: np.ndarray, threshold: float) -> np.ndarray:
-    """σ(logit(p) − logit(threshold)): the same ranking, with `threshold` moved to 0.5."""
-    return 1.0 / (1.0 + np.exp(-(_logit(p) - _logit(threshold))))
 
 
 def band_halfwidth(distance: np.ndarray, escalation_rate: float) -> float:
@@ -106,20 +95,7 @@ class CascadeDetector(Detector):
     def _member(
         self, name: str, records: Sequence[ResponseRecord], dev: Sequence[ResponseRecord]
     ) -> Detector:
-        spec = getattr(self, name)
-        if isinstance(spec, (str, os.PathLike)):
-            return load_detector(spec)
-        if isinstance(spec, dict) and isinstance(spec.get("backend"), str):
-            unknown = set(spec) - {"backend", "params"}
-            if unknown:
-                raise SeawallError(
-                    f"cascade member {name!r}: unknown keys {sorted(unknown)}; use backend, params"
-                )
-            return make_detector(spec["backend"], **(spec.get("params") or {})).fit(records, dev=dev)
-        raise SeawallError(
-            f"cascade member {name!r}: expected a saved detector folder or {{backend: NAME, params: {{…}}}}, "
-            f"got {spec!r}"
-        )
+        return member_detector("cascade", name, getattr(self, name), records, dev)
 
     def _needs_labels(self) -> bool:
         return False  # the members learn from the labels (a config member's own fit checks them)
@@ -129,7 +105,7 @@ class CascadeDetector(Detector):
         fast = self.members_["fast"]
         p_fast = fast.score_unsafe(dev_pairs)
         fast_unsafe = p_fast >= fast.threshold_
-        distance = np.abs(_logit(p_fast) - _logit(fast.threshold_))
+        distance = np.abs(logit(p_fast) - logit(fast.threshold_))
         self.halfwidth_ = band_halfwidth(distance, float(self.escalation_rate))
         escalated = distance < self.halfwidth_
         # Only the fast member's dev scores are needed here; the strong member's accuracy on its rows is part of
@@ -142,7 +118,7 @@ class CascadeDetector(Detector):
                     "backend": m.backend,
                     "detector_id": m.detector_id,
                     "threshold": float(m.threshold_),
-                    "from": "folder" if isinstance(getattr(self, name), (str, os.PathLike)) else "config",
+                    "from": "folder" if is_folder_spec(getattr(self, name)) else "config",
                 }
                 for name, m in self.members_.items()
             },
@@ -169,7 +145,7 @@ class CascadeDetector(Detector):
         w = self.halfwidth_
         if np.isinf(w):
             return {"low": 0.0, "high": 1.0, "fast_threshold": t, "logit_halfwidth": None}
-        centre = float(_logit(t))
+        centre = float(logit(t))
         return {
             "low": float(1 / (1 + np.exp(-(centre - w)))),
             "high": float(1 / (1 + np.exp(-(centre + w)))),
@@ -189,7 +165,7 @@ class CascadeDetector(Detector):
     def _route(self, pairs: list[Pair]) -> tuple[np.ndarray, np.ndarray]:
         fast = self.members_["fast"]
         p_fast = fast.score_unsafe(pairs)
-        escalated = np.abs(_logit(p_fast) - _logit(fast.threshold_)) < self.halfwidth_
+        escalated = np.abs(logit(p_fast) - logit(fast.threshold_)) < self.halfwidth_
         return self._combine(pairs, p_fast, escalated), escalated
 
     def _score(self, pairs: list[Pair]) -> np.ndarray:

@@ -78,9 +78,10 @@ def evaluate_detector(
         raise SeawallError(f"{name}: no labelled rows to evaluate (all labels unknown)")
     pairs, y = labelled(kept)
     start = time.perf_counter()
-    # A cascade also says which rows its strong member scored.
+    # A cascade also says which rows its strong member scored; an ensemble, what each member scored.
     routed = detector.score_routed(pairs) if hasattr(detector, "score_routed") else None
-    p = routed[0] if routed else detector.score_unsafe(pairs)
+    voted = detector.score_with_members(pairs) if hasattr(detector, "score_with_members") else None
+    p = routed[0] if routed else voted[0] if voted else detector.score_unsafe(pairs)
     elapsed = time.perf_counter() - start
     report = evaluate_scores(y, p, detector.threshold_, [r.category for r in kept], n_boot=n_boot)
     report.update(
@@ -97,11 +98,30 @@ def evaluate_detector(
     if routed:
         report["routing"] = detector.routing_stats(routed[1], y, p, seconds=elapsed)
         report["members"] = detector.evaluate_members(pairs, y, n_boot=n_boot)  # each member alone, same rows
+    if voted:
+        report["members"] = {name: member_report(y, member, n_boot) for name, member in voted[1].items()}
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         report["plots"] = plot_report(report, out_dir, name)
         atomic_write_json(out_dir / "report.json", report)
     return report
+
+
+def member_report(y: np.ndarray, member: dict[str, Any], n_boot: int) -> dict[str, Any]:
+    """One ensemble member alone on the rows the ensemble scored (`score_with_members`): its metrics at its own
+    threshold and its responses per second."""
+    report = evaluate_scores(y, member["p"], member["threshold"], n_boot=n_boot)
+    seconds = member["scoring_seconds"]
+    return {
+        "backend": member["backend"],
+        "detector_id": member["detector_id"],
+        "n": report["n"],
+        "threshold": report["threshold"],
+        "metrics": report["metrics"],
+        "ci95": report["ci95"],
+        "scoring_seconds": seconds,
+        "responses_per_s": round(len(y) / seconds, 2) if seconds > 0 else float("nan"),
+    }
 
 
 def category_report(

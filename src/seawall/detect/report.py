@@ -532,6 +532,7 @@ def _detail_section(runs: dict[str, dict[str, Any]], results: Path) -> list[str]
         if category and category.get("n"):
             out += [_category_sentence(category), ""]
         out += _cascade_lines(run)
+        out += _ensemble_lines(run)
         plots = sorted((results / name / "securebreak-test").glob("*.png"))
         if plots:
             out += [
@@ -607,6 +608,58 @@ def _per_second(value: float | None) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:,.1f}"
 
 
+def _member_row(data: str, label: str, part: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """One line of a composite-against-its-members table: a detector's quality and speed on one evaluation set."""
+    metrics = part["metrics"]
+    row: dict[str, Any] = {
+        "data": data,
+        "detector": label,
+        **extra,
+        "responses/s": _per_second(part.get("responses_per_s")),
+        "accuracy": metrics.get("accuracy"),
+    }
+    if data.split(":")[0] in ONE_LABEL:
+        row["F1 / AUROC (flag rate where one label)"] = f"flags {_fmt(metrics.get('flag_rate'))}"
+    else:
+        row["F1 / AUROC (flag rate where one label)"] = (
+            f"{_fmt(metrics.get('f1'))} / {_fmt(metrics.get('auroc'))}"
+        )
+    return row
+
+
+def _ensemble_lines(run: dict[str, Any]) -> list[str]:
+    """An ensemble's members and weights, and per evaluation set each member alone beside the ensemble."""
+    ensemble = (run.get("training") or {}).get("ensemble")
+    if not ensemble:
+        return []
+    members = ", ".join(
+        f"member-{i} `{m['detector_id']}` ({m['backend']}, threshold {m['threshold']:.3f}, weight {w:g})"
+        for i, (m, w) in enumerate(zip(ensemble["members"], ensemble["weights"], strict=True))
+    )
+    rows = []
+    for data, entry in run["eval"].items():
+        for name, part in (entry.get("members") or {}).items():
+            rows.append(_member_row(data, f"{name} alone ({part['backend']})", part, {}))
+        if entry.get("members"):
+            whole = {"metrics": entry["metrics"], "responses_per_s": _rate(entry)}
+            rows.append(_member_row(data, "**ensemble**", whole, {}))
+    out = [f"Ensemble: {members}; the verdict is the weighted mean of their log-odds margins.", ""]
+    if rows:
+        out += [
+            "Ensemble against each member alone (same rows; each member at its own stored threshold; the "
+            "ensemble's responses/s include every member's pass):",
+            "",
+            format_table(rows, list(rows[0])),
+            "",
+        ]
+    return out
+
+
+def _rate(entry: dict[str, Any]) -> float | None:
+    seconds = entry.get("scoring_seconds")
+    return entry["n"] / seconds if seconds else None
+
+
 def _cascade_vs_members(run: dict[str, Any]) -> list[str]:
     """Per evaluation set: the fast member alone, the strong member alone and the cascade, on the same rows."""
     rows = []
@@ -624,21 +677,7 @@ def _cascade_vs_members(run: dict[str, Any]) -> list[str]:
             ("strong alone", members["strong"]),
             ("**cascade**", cascade),
         ):
-            metrics = part["metrics"]
-            row: dict[str, Any] = {
-                "data": data,
-                "detector": label,
-                "escalation rate": part["escalation_rate"],
-                "responses/s": _per_second(part.get("responses_per_s")),
-                "accuracy": metrics.get("accuracy"),
-            }
-            if data.split(":")[0] in ONE_LABEL:
-                row["F1 / AUROC (flag rate where one label)"] = f"flags {_fmt(metrics.get('flag_rate'))}"
-            else:
-                row["F1 / AUROC (flag rate where one label)"] = (
-                    f"{_fmt(metrics.get('f1'))} / {_fmt(metrics.get('auroc'))}"
-                )
-            rows.append(row)
+            rows.append(_member_row(data, label, part, {"escalation rate": part["escalation_rate"]}))
     if not rows:
         return []
     return [
