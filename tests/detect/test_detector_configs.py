@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("detector-*.yaml"))
 V2 = ("encoder-v2", "encoder-v2-fast", "mpnet-v2", "cascade-v2")
 V2_LMJUDGE = ("lmjudge-smollm2-v2",)
-V4 = ("encoder-v4-fast", "mpnet-v4", "cascade-v4", "ensemble-v4")
+V4 = ("encoder-v4-fast", "mpnet-v4", "cascade-v4", "ensemble-v4", "ensemble-v4-fast")
 V4_LMJUDGE = ("lmjudge-gemma-v4",)
 
 
@@ -140,3 +140,7 @@ def test_ensemble_members_are_the_demo_encoder_and_a_default_probe():
     assert members[0]["params"]["checkpoint_dir"] != encoder["checkpoint_dir"]
     defaults = make_detector("probe").get_params()
     assert all(defaults[k] == v for k, v in members[1]["params"].items() if k != "threshold_strategy")
+    fast = _load("ensemble-v4-fast").params["members"]
+    assert fast[1]["params"] == {**members[1]["params"], "base_model": "all-minilm-l6-v2"}
+    assert fast[0]["params"] == {**members[0]["params"], "checkpoint_dir": fast[0]["params"]["checkpoint_dir"]}
+    assert fast[0]["params"]["checkpoint_dir"] != members[0]["params"]["checkpoint_dir"]
