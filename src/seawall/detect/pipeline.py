@@ -223,6 +223,7 @@ def run_training(config: TrainConfig, data_dir: str | None = None, eval_only: bo
             "category": report.get("category"),
             "routing": report.get("routing"),
             "members": report.get("members"),
+            "scoring_seconds": report["scoring_seconds"],
         }
     summary = {
         "name": config.name,
