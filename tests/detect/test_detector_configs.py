@@ -142,5 +142,8 @@ def test_ensemble_members_are_the_demo_encoder_and_a_default_probe():
     assert all(defaults[k] == v for k, v in members[1]["params"].items() if k != "threshold_strategy")
     fast = _load("ensemble-v4-fast").params["members"]
     assert fast[1]["params"] == {**members[1]["params"], "base_model": "all-minilm-l6-v2"}
-    assert fast[0]["params"] == {**members[0]["params"], "checkpoint_dir": fast[0]["params"]["checkpoint_dir"]}
+    assert fast[0]["params"] == {
+        **members[0]["params"],
+        "checkpoint_dir": fast[0]["params"]["checkpoint_dir"],
+    }
     assert fast[0]["params"]["checkpoint_dir"] != members[0]["params"]["checkpoint_dir"]
