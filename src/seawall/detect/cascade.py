@@ -30,7 +30,7 @@ import numpy as np
 from seawall.data.records import ResponseRecord
 from seawall.detect.base import DETECTORS, Detector, Pair, labelled, load_detector
 from seawall.detect.calibration import apply_calibrator
-from seawall.detect.members import is_folder_spec, logit, member_detector, recentre
+from seawall.detect.members import is_folder_spec, logit, member_detector, member_report, recentre
 from seawall.errors import SeawallError
 
 MEMBERS = ("fast", "strong")
@@ -222,7 +222,6 @@ class CascadeDetector(Detector):
         import time
 
         from seawall.detect.base import as_pairs
-        from seawall.detect.metrics import evaluate_scores
 
         self._check_fitted()
         pairs = as_pairs(pairs)
@@ -235,18 +234,7 @@ class CascadeDetector(Detector):
             start = time.perf_counter()
             p = member.score_unsafe(pairs)
             seconds = time.perf_counter() - start
-            report = evaluate_scores(y, p, member.threshold_, n_boot=n_boot)
-            out[name] = {
-                "backend": member.backend,
-                "detector_id": member.detector_id,
-                "n": report["n"],
-                "threshold": report["threshold"],
-                "metrics": report["metrics"],
-                "ci95": report["ci95"],
-                "escalation_rate": rate,
-                "scoring_seconds": round(seconds, 3),
-                "responses_per_s": _rate(len(pairs), seconds),
-            }
+            out[name] = member_report(member, y, p, seconds, n_boot) | {"escalation_rate": rate}
         return out
 
     # ---- persistence ---------------------------------------------------------------------------------------------

@@ -127,8 +127,8 @@ class EnsembleDetector(Detector):
         return self._combine(self._member_scores(pairs)[0])
 
     def score_with_members(self, pairs: Sequence[Any]) -> tuple[np.ndarray, dict[str, dict[str, Any]]]:
-        """(calibrated P(unsafe), members): the scores of `score_unsafe` and, per member, its own calibrated
-        P(unsafe), threshold and scoring seconds on the same pairs, so an evaluation sets each member alone beside
+        """(calibrated P(unsafe), members): the scores of `score_unsafe` and, per member, the member, its own
+        calibrated P(unsafe) and its scoring seconds on the same pairs, so an evaluation sets each member alone beside
         the ensemble without scoring twice."""
         self._check_fitted()
         pairs = as_pairs(pairs)
@@ -136,11 +136,9 @@ class EnsembleDetector(Detector):
         p = apply_calibrator(self.calibrator_, self._combine(member_p)) if pairs else np.zeros(0)
         members = {
             f"member-{i}": {
-                "backend": m.backend,
-                "detector_id": m.detector_id,
-                "threshold": float(m.threshold_),
+                "detector": m,
                 "p": member_p[:, i],
-                "scoring_seconds": round(seconds[i], 3) if pairs else 0.0,
+                "scoring_seconds": seconds[i] if pairs else 0.0,
             }
             for i, m in enumerate(self.members_)
         }

@@ -56,3 +56,23 @@ def member_detector(
     raise SeawallError(
         f"{owner} member {name!r}: expected a saved detector folder or {{backend: NAME, params: {{…}}}}, got {spec!r}"
     )
+
+
+def member_report(
+    member: Detector, y: np.ndarray, p: np.ndarray, seconds: float, n_boot: int = 1000
+) -> dict[str, Any]:
+    """A member alone on labelled rows it scored in `seconds`: its metrics at its own threshold (95% intervals) and
+    its responses per second — what a composite's report sets beside the composite."""
+    from seawall.detect.metrics import evaluate_scores
+
+    report = evaluate_scores(np.asarray(y, dtype=np.int64), p, member.threshold_, n_boot=n_boot)
+    return {
+        "backend": member.backend,
+        "detector_id": member.detector_id,
+        "n": report["n"],
+        "threshold": report["threshold"],
+        "metrics": report["metrics"],
+        "ci95": report["ci95"],
+        "scoring_seconds": round(seconds, 3),
+        "responses_per_s": round(len(p) / seconds, 2) if seconds > 0 else float("nan"),
+    }

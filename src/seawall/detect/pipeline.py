@@ -16,6 +16,7 @@ from seawall.data.records import ResponseRecord, normalize_text
 from seawall.detect.base import Detector, labelled, load_detector, make_detector
 from seawall.detect.category import CATEGORY_PROMPT_SETS, category_prompt_records, record_hazard
 from seawall.detect.data import DataMix, build_mix, eval_records
+from seawall.detect.members import member_report
 from seawall.detect.metrics import category_metrics, evaluate_scores, plot_report
 from seawall.errors import SeawallError
 from seawall.io import atomic_write_json
@@ -99,29 +100,15 @@ def evaluate_detector(
         report["routing"] = detector.routing_stats(routed[1], y, p, seconds=elapsed)
         report["members"] = detector.evaluate_members(pairs, y, n_boot=n_boot)  # each member alone, same rows
     if voted:
-        report["members"] = {name: member_report(y, member, n_boot) for name, member in voted[1].items()}
+        report["members"] = {
+            name: member_report(m["detector"], y, m["p"], m["scoring_seconds"], n_boot)
+            for name, m in voted[1].items()
+        }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         report["plots"] = plot_report(report, out_dir, name)
         atomic_write_json(out_dir / "report.json", report)
     return report
-
-
-def member_report(y: np.ndarray, member: dict[str, Any], n_boot: int) -> dict[str, Any]:
-    """One ensemble member alone on the rows the ensemble scored (`score_with_members`): its metrics at its own
-    threshold and its responses per second."""
-    report = evaluate_scores(y, member["p"], member["threshold"], n_boot=n_boot)
-    seconds = member["scoring_seconds"]
-    return {
-        "backend": member["backend"],
-        "detector_id": member["detector_id"],
-        "n": report["n"],
-        "threshold": report["threshold"],
-        "metrics": report["metrics"],
-        "ci95": report["ci95"],
-        "scoring_seconds": seconds,
-        "responses_per_s": round(len(y) / seconds, 2) if seconds > 0 else float("nan"),
-    }
 
 
 def category_report(

@@ -28,7 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from seawall.detect._torch import clip_chars, length_sorted_batches, resolve_model_path, setup_torch
+from seawall.detect._torch import (
+    clip_chars,
+    length_sorted_batches,
+    pad_batch,
+    resolve_model_path,
+    setup_torch,
+)
 from seawall.detect.base import DETECTORS, Detector, Pair
 from seawall.detect.training import PROGRESS_MIN_ROWS
 from seawall.errors import ModelError
@@ -135,14 +141,9 @@ class ProbeDetector(Detector):
         show = desc is not None and len(todo) >= PROGRESS_MIN_ROWS
         with torch.inference_mode():
             for batch in tqdm(batches, desc=desc, disable=not show, leave=False):
-                width = max(len(ids[j]) for j in batch)
-                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, j in enumerate(batch):
-                    input_ids[row, : len(ids[j])] = torch.tensor(ids[j])
-                    mask[row, : len(ids[j])] = 1
-                hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
-                weights = mask.unsqueeze(-1).float()
+                inputs = pad_batch([ids[j] for j in batch], pad)
+                hidden = model(**inputs).last_hidden_state.float()
+                weights = inputs["attention_mask"].unsqueeze(-1).float()
                 pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
                 vectors = torch.nn.functional.normalize(pooled, dim=-1).numpy()
                 for row, j in enumerate(batch):
